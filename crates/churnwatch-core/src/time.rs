@@ -1,0 +1,155 @@
+//! Event time: UTC timestamps in whole seconds and calendar months.
+//!
+//! The core never reads a clock; every "now" arrives as a [`Timestamp`] parameter.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::{Month, OffsetDateTime};
+
+/// Seconds in one day.
+pub const DAY: i64 = 86_400;
+/// Seconds in one week, the time unit of the BTYD models.
+pub const WEEK: i64 = 7 * DAY;
+
+/// A point in time as whole seconds since the Unix epoch, UTC.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Timestamp(pub i64);
+
+/// A calendar month (UTC) as months since January 1970.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MonthIndex(pub i32);
+
+impl Timestamp {
+    /// Returns the timestamp for seconds since the Unix epoch.
+    pub const fn from_unix(seconds: i64) -> Self {
+        Self(seconds)
+    }
+
+    /// Returns the seconds since the Unix epoch.
+    pub const fn unix(self) -> i64 {
+        self.0
+    }
+
+    /// Parses an RFC 3339 timestamp (any offset; fractions of a second are truncated).
+    pub fn parse_rfc3339(s: &str) -> Option<Self> {
+        OffsetDateTime::parse(s, &Rfc3339)
+            .ok()
+            .map(|t| Self(t.unix_timestamp()))
+    }
+
+    /// Returns the calendar month (UTC) this instant falls in.
+    pub fn month(self) -> MonthIndex {
+        // Days to civil date is cheap; `time` does the calendar arithmetic.
+        match OffsetDateTime::from_unix_timestamp(self.0) {
+            Ok(t) => MonthIndex((t.year() - 1970) * 12 + (u8::from(t.month()) as i32 - 1)),
+            Err(_) => MonthIndex(if self.0 < 0 {
+                i32::MIN / 2
+            } else {
+                i32::MAX / 2
+            }),
+        }
+    }
+
+    /// Returns this instant moved by `seconds` (saturating).
+    pub const fn plus(self, seconds: i64) -> Self {
+        Self(self.0.saturating_add(seconds))
+    }
+
+    /// Returns the seconds from `earlier` to `self` (negative when `earlier` is later).
+    pub const fn since(self, earlier: Timestamp) -> i64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// Returns the time from `earlier` to `self` in days, as a fraction.
+    pub fn days_since(self, earlier: Timestamp) -> f64 {
+        self.since(earlier) as f64 / DAY as f64
+    }
+
+    /// Returns the time from `earlier` to `self` in weeks, as a fraction.
+    pub fn weeks_since(self, earlier: Timestamp) -> f64 {
+        self.since(earlier) as f64 / WEEK as f64
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// Formats the instant as RFC 3339 in UTC, e.g. `2025-03-01T12:00:00Z`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match OffsetDateTime::from_unix_timestamp(self.0)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+        {
+            Some(s) => f.write_str(&s),
+            None => write!(f, "@{}", self.0),
+        }
+    }
+}
+
+impl MonthIndex {
+    /// Returns the month `n` months after this one (before, for negative `n`).
+    pub const fn offset(self, n: i32) -> Self {
+        Self(self.0 + n)
+    }
+
+    /// Returns the instant this month starts (00:00 UTC on its first day).
+    pub fn start(self) -> Timestamp {
+        let year = 1970 + self.0.div_euclid(12);
+        let month = Month::try_from((self.0.rem_euclid(12) + 1) as u8).unwrap_or(Month::January);
+        time::Date::from_calendar_date(year, month, 1)
+            .map(|d| Timestamp(d.midnight().assume_utc().unix_timestamp()))
+            .unwrap_or(Timestamp(0))
+    }
+}
+
+impl fmt::Display for MonthIndex {
+    /// Formats the month as `YYYY-MM`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}",
+            1970 + self.0.div_euclid(12),
+            self.0.rem_euclid(12) + 1
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_with_offset_is_normalised_to_utc() {
+        let a = Timestamp::parse_rfc3339("2025-03-01T01:30:00+02:00").unwrap();
+        let b = Timestamp::parse_rfc3339("2025-02-28T23:30:00Z").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), "2025-02-28T23:30:00Z");
+    }
+
+    #[test]
+    fn month_boundaries_are_utc_calendar_months() {
+        let last_second_of_feb = Timestamp::parse_rfc3339("2024-02-29T23:59:59Z").unwrap();
+        let first_of_march = Timestamp::parse_rfc3339("2024-03-01T00:00:00Z").unwrap();
+        assert_eq!(last_second_of_feb.month().offset(1), first_of_march.month());
+        assert_eq!(first_of_march.month().start(), first_of_march);
+        assert_eq!(first_of_march.month().to_string(), "2024-03");
+        assert_eq!(MonthIndex(0).start(), Timestamp(0));
+    }
+
+    #[test]
+    fn not_rfc3339_is_rejected() {
+        for bad in [
+            "2025-03-01",
+            "2025-03-01 10:00:00",
+            "yesterday",
+            "2025-13-01T00:00:00Z",
+            "",
+        ] {
+            assert!(Timestamp::parse_rfc3339(bad).is_none(), "{bad}");
+        }
+    }
+}
