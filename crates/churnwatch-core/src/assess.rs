@@ -1,0 +1,342 @@
+//! `evaluate`: a customer's state at a time, under a model, becomes an `Assessment` (stage,
+//! risk with reasons, BTYD predictions, profitability); `record` writes the decision back into
+//! the state and says what changed; `next_evaluation_at` says when silence alone would change
+//! the answer, so a service knows when to look again.
+
+use serde::{Deserialize, Serialize};
+
+use crate::btyd::{BgNbdParams, GammaGammaParams, RfmSummary, SpendSummary};
+use crate::config::Thresholds;
+use crate::profit::{self, TierCuts, ValueTier};
+use crate::risk::RiskLevel;
+use crate::signals::{self, Signal};
+use crate::stage::{self, Stage, StageFacts, Transition, TransitionReason};
+use crate::state::CustomerState;
+use crate::time::{DAY, Timestamp, WEEK};
+
+/// Parameters fitted over the whole population.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ModelParams {
+    /// Purchase-count and dropout model (time in weeks).
+    pub bgnbd: BgNbdParams,
+    /// Spend-per-order model.
+    pub gamma_gamma: GammaGammaParams,
+    /// Value tier boundaries.
+    pub tiers: TierCuts,
+}
+
+/// What evaluation needs besides the customer: fitted parameters and thresholds.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Model {
+    /// Fitted parameters.
+    pub params: ModelParams,
+    /// Thresholds.
+    pub thresholds: Thresholds,
+}
+
+/// The evaluation of one customer at one time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    /// When the evaluation applies.
+    pub at: Timestamp,
+    /// The lifecycle stage after this evaluation.
+    pub stage: Stage,
+    /// The stage change this evaluation makes, if any.
+    pub transition: Option<Transition>,
+    /// When the (new) stage began.
+    pub stage_since: Option<Timestamp>,
+    /// Risk score, 0..1.
+    pub risk_score: f64,
+    /// Risk level, with hysteresis against the previous level.
+    pub risk_level: RiskLevel,
+    /// The level before this evaluation.
+    pub previous_level: RiskLevel,
+    /// The signals that fired, strongest contribution first.
+    pub reasons: Vec<Signal>,
+    /// BG/NBD probability of still being active; `None` for prospects.
+    pub p_alive: Option<f64>,
+    /// Expected orders over the next `expected_purchases_days`.
+    pub expected_purchases: f64,
+    /// Expected margin over the next 12 months, minor units.
+    pub clv_12m: i64,
+    /// The 12-month margin the business stands to lose: the margin expected if the customer
+    /// stays, weighted by the risk score.
+    pub value_at_risk: i64,
+    /// Margin over the last 12 months (support cost included), minor units.
+    pub margin_12m: i64,
+    /// Revenue over the last 12 months, minor units.
+    pub revenue_12m: i64,
+    /// Orders over the last 12 months.
+    pub orders_12m: u32,
+    /// Support contacts over the last 12 months.
+    pub contacts_12m: u32,
+    /// Value tier by 12-month margin.
+    pub value_tier: ValueTier,
+    /// Negative margin with a high service load.
+    pub divest: bool,
+    /// Days since the last order.
+    pub days_since_last_order: Option<f64>,
+    /// Typical days between orders.
+    pub typical_interval_days: Option<f64>,
+}
+
+/// What `record` changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Changes {
+    /// The risk level moved (from, to).
+    pub risk: Option<(RiskLevel, RiskLevel)>,
+    /// The stage moved.
+    pub stage: Option<Transition>,
+}
+
+impl Changes {
+    /// Returns whether anything a consumer cares about changed.
+    pub fn any(&self) -> bool {
+        self.risk.is_some() || self.stage.is_some()
+    }
+}
+
+/// Returns the BG/NBD summary (in weeks) of a customer with orders.
+pub fn rfm_summary(state: &CustomerState, now: Timestamp) -> Option<RfmSummary> {
+    let first = state.first_order.as_ref()?.at;
+    let last = state.last_order_at?;
+    Some(RfmSummary {
+        x: f64::from(state.totals.orders.saturating_sub(1)),
+        t_x: last.weeks_since(first).max(0.0),
+        t: now.weeks_since(first).max(last.weeks_since(first)).max(0.0),
+    })
+}
+
+/// Returns the Gamma-Gamma summary of a customer with orders and positive spend.
+pub fn spend_summary(state: &CustomerState) -> Option<SpendSummary> {
+    let orders = state.totals.orders;
+    let paid = state.totals.revenue - state.totals.discounts;
+    (orders > 0 && paid > 0).then(|| SpendSummary {
+        x: f64::from(orders),
+        mean_spend: paid as f64 / f64::from(orders),
+    })
+}
+
+/// Sums of the last 12 calendar months (the current one included).
+#[derive(Debug, Clone, Copy, Default)]
+struct Last12 {
+    orders: u32,
+    revenue: i64,
+    goods_margin: i64,
+    contacts: u32,
+}
+
+fn last_12_months(state: &CustomerState, now: Timestamp) -> Last12 {
+    let current = now.month();
+    state
+        .months_between(current.offset(-11), current)
+        .fold(Last12::default(), |acc, w| Last12 {
+            orders: acc.orders + u32::from(w.orders),
+            revenue: acc.revenue + w.revenue,
+            goods_margin: acc.goods_margin + w.goods_margin,
+            contacts: acc.contacts + u32::from(w.contacts),
+        })
+}
+
+/// Returns the customer's 12-month margin (support cost included).
+pub fn margin_12m(state: &CustomerState, now: Timestamp, t: &Thresholds) -> i64 {
+    let l = last_12_months(state, now);
+    l.goods_margin
+        .saturating_sub(i64::from(l.contacts).saturating_mul(t.cost_per_contact))
+}
+
+/// Returns the silence after the last order at which the customer counts as lost, in seconds.
+fn lost_after_secs(typical_days: Option<f64>, t: &Thresholds) -> i64 {
+    let days = typical_days.map_or(t.lost_min_silence_days, |d| {
+        (d * t.lost_interval_multiple).max(t.lost_min_silence_days)
+    });
+    (days * DAY as f64) as i64
+}
+
+/// Evaluates a customer at `now`.
+pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessment {
+    let t = &model.thresholds;
+    let params = &model.params;
+    let last12 = last_12_months(state, now);
+    let margin_12m = last12
+        .goods_margin
+        .saturating_sub(i64::from(last12.contacts).saturating_mul(t.cost_per_contact));
+    let typical = signals::typical_interval_days(state, t);
+    let days_since_last_order = state.last_order_at.map(|l| now.days_since(l).max(0.0));
+
+    let rfm = rfm_summary(state, now);
+    let p_alive = rfm.map(|s| params.bgnbd.p_alive(s.x, s.t_x, s.t));
+    let weeks = |days: f64| days * DAY as f64 / WEEK as f64;
+    let expected = |days: f64| {
+        rfm.map_or(0.0, |s| {
+            params
+                .bgnbd
+                .expected_purchases(weeks(days), s.x, s.t_x, s.t)
+        })
+    };
+    let expected_purchases = expected(t.expected_purchases_days);
+    let expected_12m = expected(365.0);
+
+    // Expected margin of one future order: the Gamma-Gamma spend estimate times the customer's
+    // own margin ratio, less the support cost the customer causes per order.
+    let totals = &state.totals;
+    let paid = totals.revenue - totals.discounts;
+    let margin_per_order = match spend_summary(state) {
+        Some(s) => {
+            let spend = params
+                .gamma_gamma
+                .conditional_expected_spend(s.x, s.mean_spend);
+            let goods_margin = paid - totals.cost_of_goods - totals.refunds;
+            let ratio = (goods_margin as f64 / paid as f64).clamp(-1.0, 1.0);
+            let contacts_per_order =
+                f64::from(totals.support_contacts) / f64::from(totals.orders.max(1));
+            spend * ratio - contacts_per_order * t.cost_per_contact as f64
+        }
+        None => 0.0,
+    };
+    let discount = 1.0 / (1.0 + t.annual_discount_rate);
+    let clv = expected_12m * margin_per_order * discount;
+
+    let mut reasons: Vec<Signal> = [
+        signals::overdue(state, now, t),
+        signals::purchase_decline(state, now, t),
+        signals::aov_decline(state, now, t),
+        signals::category_drop(state, now, t),
+        signals::low_p_alive(p_alive, t),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    reasons.sort_by(|a, b| {
+        b.contribution()
+            .total_cmp(&a.contribution())
+            .then(a.code.cmp(&b.code))
+    });
+    let risk_score = 1.0
+        - reasons
+            .iter()
+            .map(|s| 1.0 - s.contribution())
+            .product::<f64>();
+    let risk_score = if state.totals.orders == 0 {
+        0.0
+    } else {
+        risk_score.clamp(0.0, 1.0)
+    };
+    let risk_level = RiskLevel::with_hysteresis(risk_score, state.risk_level, t);
+
+    // The value if the customer stays: CLV undone of the dropout probability already in it.
+    let retained = if let Some(p) = p_alive {
+        clv / p.max(0.05)
+    } else {
+        0.0
+    };
+    let value_at_risk = (risk_score * retained.max(0.0)).round() as i64;
+
+    let lost_after = lost_after_secs(typical, t);
+    let silent_past_lost = state
+        .last_order_at
+        .is_some_and(|l| now.since(l) >= lost_after);
+    let facts = StageFacts {
+        orders: totals.orders,
+        orders_12m: last12.orders,
+        silent_past_lost,
+        ordered_since_lost: state.stage == Stage::Lost
+            && state
+                .last_order_at
+                .zip(state.stage_since)
+                .is_some_and(|(l, since)| l > since),
+        risk: risk_level,
+        core_min_orders_12m: t.core_min_orders_12m,
+    };
+    let transition = stage::next_stage(state.stage, &facts);
+    let (stage, stage_since) = match transition {
+        None => (state.stage, state.stage_since.or(state.first_seen)),
+        Some(tr) => {
+            // The time the fact behind the move happened, not when it was noticed, so a replay
+            // and a live run agree.
+            let since = match tr.reason {
+                TransitionReason::WentSilent => state.last_order_at.map(|l| l.plus(lost_after)),
+                TransitionReason::Defecting | TransitionReason::Recovered => Some(now),
+                _ => state.last_order_at,
+            };
+            (tr.to, since)
+        }
+    };
+
+    Assessment {
+        at: now,
+        stage,
+        transition,
+        stage_since,
+        risk_score,
+        risk_level,
+        previous_level: state.risk_level,
+        reasons,
+        p_alive,
+        expected_purchases,
+        clv_12m: clv.round() as i64,
+        value_at_risk,
+        margin_12m,
+        revenue_12m: last12.revenue,
+        orders_12m: last12.orders,
+        contacts_12m: last12.contacts,
+        value_tier: params.tiers.tier(margin_12m),
+        divest: profit::is_divest_candidate(margin_12m, last12.contacts, last12.orders, t),
+        days_since_last_order,
+        typical_interval_days: typical,
+    }
+}
+
+/// Writes an assessment's decisions (stage, risk level and score) into the state and returns
+/// what changed.
+pub fn record(state: &mut CustomerState, a: &Assessment) -> Changes {
+    let changes = Changes {
+        risk: (a.risk_level != state.risk_level).then_some((state.risk_level, a.risk_level)),
+        stage: a.transition,
+    };
+    state.stage = a.stage;
+    state.stage_since = a.stage_since;
+    state.risk_level = a.risk_level;
+    state.risk_score = a.risk_score as f32;
+    if changes.any() {
+        state.changes += 1;
+    }
+    changes
+}
+
+/// How often an active customer is looked at again even when no threshold is near, so month
+/// boundaries and the slow decay of P(alive) are noticed.
+pub const MAX_EVALUATION_GAP_SECS: i64 = 7 * DAY;
+
+/// Returns the next time silence alone could change this customer's assessment (overdue
+/// starting or saturating, lost), at most [`MAX_EVALUATION_GAP_SECS`] ahead; `None` for
+/// prospects and lost customers, whom only a new event can change.
+pub fn next_evaluation_at(
+    state: &CustomerState,
+    now: Timestamp,
+    model: &Model,
+) -> Option<Timestamp> {
+    let t = &model.thresholds;
+    let last = state.last_order_at?;
+    if state.stage == Stage::Lost {
+        return None;
+    }
+    let typical = signals::typical_interval_days(state, t);
+    let mut candidates = vec![last.plus(lost_after_secs(typical, t))];
+    if let Some(d) = typical {
+        for multiple in [t.overdue_start_multiple, t.overdue_full_multiple] {
+            candidates.push(last.plus((d * multiple * DAY as f64).ceil() as i64));
+        }
+    }
+    let soonest = candidates.into_iter().filter(|c| *c > now).min();
+    let cap = now.plus(MAX_EVALUATION_GAP_SECS);
+    Some(soonest.map_or(cap, |s| s.min(cap)))
+}
+
+/// Evaluates a customer at `now` and records the result: what a service does after every
+/// batch and timer.
+pub fn assess(state: &mut CustomerState, now: Timestamp, model: &Model) -> (Assessment, Changes) {
+    let assessment = evaluate(state, now, model);
+    let changes = record(state, &assessment);
+    (assessment, changes)
+}

@@ -1,0 +1,235 @@
+//! `evaluate`, `record` and `next_evaluation_at` on hand-made customer histories.
+
+mod support;
+
+use churnwatch_core::profit::ValueTier;
+use churnwatch_core::signals::ReasonCode;
+use churnwatch_core::stage::TransitionReason;
+use churnwatch_core::{
+    CustomerState, Event, Model, RiskLevel, Stage, Timestamp, apply, assess, evaluate,
+    next_evaluation_at, record,
+};
+use support::*;
+
+/// Applies the events in time order, evaluating and recording after each one and on a weekly
+/// tick, as a service would; returns the state and every transition seen.
+fn live(
+    customer: &str,
+    mut events: Vec<Event>,
+    until: Timestamp,
+    model: &Model,
+) -> (
+    CustomerState,
+    Vec<(Timestamp, Stage, Stage, TransitionReason)>,
+) {
+    events.sort_by_key(|e| e.occurred_at);
+    let mut s = CustomerState::new(customer);
+    let mut moves = Vec::new();
+    let mut step = |s: &mut CustomerState, now: Timestamp| {
+        let a = evaluate(s, now, model);
+        if let Some(t) = record(s, &a).stage {
+            moves.push((now, t.from, t.to, t.reason));
+        }
+    };
+    let mut next_tick = events.first().map_or(until, |e| e.occurred_at);
+    for e in &events {
+        while next_tick < e.occurred_at {
+            step(&mut s, next_tick);
+            next_tick = next_tick.plus(7 * 86_400);
+        }
+        apply(&mut s, e);
+        step(&mut s, e.occurred_at);
+    }
+    while next_tick <= until {
+        step(&mut s, next_tick);
+        next_tick = next_tick.plus(7 * 86_400);
+    }
+    step(&mut s, until);
+    (s, moves)
+}
+
+#[test]
+fn a_steady_regular_is_a_low_risk_core_customer() {
+    let model = Model::default();
+    let events = cadence("c", "o", 14.0, 0.0, 400.0, 4_000, &["coffee", "tea"]);
+    let (s, moves) = live("c", events, day(400.0), &model);
+    assert_eq!(s.stage, Stage::Core);
+    let stages: Vec<Stage> = moves.iter().map(|m| m.2).collect();
+    assert_eq!(
+        stages,
+        vec![Stage::FirstTime, Stage::EarlyRepeat, Stage::Core]
+    );
+    let a = evaluate(&s, day(400.0), &model);
+    assert_eq!(a.risk_level, RiskLevel::Low, "{a:?}");
+    assert!(a.reasons.is_empty(), "{:?}", a.reasons);
+    assert!(a.p_alive.unwrap() > 0.8);
+    assert!(
+        a.expected_purchases > 3.0,
+        "about 6 orders expected in 90 days, got {}",
+        a.expected_purchases
+    );
+    assert!(a.clv_12m > 0);
+    assert!(a.margin_12m > 0);
+    assert_eq!(a.typical_interval_days, Some(14.0));
+}
+
+#[test]
+fn a_silent_churner_becomes_a_core_defector_then_lost() {
+    let model = Model::default();
+    let events = cadence("c", "o", 10.0, 0.0, 300.0, 4_000, &["coffee"]);
+    let last = events.last().unwrap().occurred_at;
+    let (s, moves) = live("c", events, day(700.0), &model);
+    let reasons: Vec<_> = moves.iter().map(|m| (m.2, m.3)).collect();
+    assert!(
+        reasons.contains(&(Stage::CoreDefector, TransitionReason::Defecting)),
+        "{moves:?}"
+    );
+    assert_eq!(s.stage, Stage::Lost);
+    assert_eq!(moves.last().unwrap().3, TransitionReason::WentSilent);
+    // Lost is dated when the silence crossed the threshold, not when a timer noticed it.
+    assert_eq!(s.stage_since, Some(last.plus(180 * 86_400)));
+    let a = evaluate(&s, day(700.0), &model);
+    assert_eq!(a.risk_level, RiskLevel::Critical);
+    assert_eq!(a.reasons[0].code, ReasonCode::Overdue);
+    assert!(a.reasons.iter().all(|r| !r.detail().is_empty()));
+}
+
+#[test]
+fn the_defection_is_flagged_within_a_few_intervals_of_silence() {
+    let model = Model::default();
+    let events = cadence("c", "o", 10.0, 0.0, 300.0, 4_000, &["coffee"]);
+    let last = events.last().unwrap().occurred_at;
+    let (_, moves) = live("c", events, day(700.0), &model);
+    let flagged = moves.iter().find(|m| m.2 == Stage::CoreDefector).unwrap().0;
+    let days = flagged.days_since(last);
+    assert!(
+        (20.0..=45.0).contains(&days),
+        "flagged {days} days after the last order"
+    );
+}
+
+#[test]
+fn a_lost_customer_who_orders_again_is_reactivated() {
+    let model = Model::default();
+    let mut events = cadence("c", "o", 10.0, 0.0, 120.0, 4_000, &["coffee"]);
+    events.push(order("c", "back", day(500.0), 4_000, 2_000, &["coffee"]));
+    let (s, moves) = live("c", events, day(505.0), &model);
+    let last = moves.last().unwrap();
+    assert_eq!(
+        (last.1, last.3),
+        (Stage::Lost, TransitionReason::Reactivated),
+        "{moves:?}"
+    );
+    assert_eq!(s.stage, Stage::EarlyRepeat);
+    assert_eq!(s.stage_since, Some(day(500.0)));
+}
+
+#[test]
+fn a_prospect_has_no_risk_and_no_timer() {
+    let model = Model::default();
+    let mut s = CustomerState::new("p");
+    apply(&mut s, &signup("p", "s", day(0.0), "social"));
+    let a = evaluate(&s, day(300.0), &model);
+    assert_eq!(a.stage, Stage::Prospect);
+    assert_eq!(a.risk_score, 0.0);
+    assert!(a.p_alive.is_none());
+    assert_eq!(next_evaluation_at(&s, day(300.0), &model), None);
+}
+
+#[test]
+fn an_unprofitable_high_contact_customer_is_tier_d_and_a_divest_candidate() {
+    let model = Model::default();
+    let mut s = CustomerState::new("u");
+    for (i, e) in cadence("u", "o", 20.0, 0.0, 200.0, 3_000, &["toys"])
+        .iter()
+        .enumerate()
+    {
+        apply(&mut s, e);
+        apply(&mut s, &refund("u", &format!("r{i}"), e.occurred_at, 1_200));
+        apply(&mut s, &contact("u", &format!("k{i}a"), e.occurred_at));
+        apply(&mut s, &contact("u", &format!("k{i}b"), e.occurred_at));
+    }
+    let a = evaluate(&s, day(200.0), &model);
+    assert!(a.margin_12m < 0, "{}", a.margin_12m);
+    assert_eq!(a.value_tier, ValueTier::D);
+    assert!(a.divest);
+    assert!(
+        a.clv_12m < 0,
+        "a customer who costs money has a negative CLV"
+    );
+    assert_eq!(a.value_at_risk, 0, "losing them loses nothing");
+}
+
+#[test]
+fn recording_twice_reports_a_change_once() {
+    let model = Model::default();
+    let mut s = CustomerState::new("c");
+    apply(&mut s, &order("c", "a", day(0.0), 1_000, 500, &["tea"]));
+    let (_, first) = assess(&mut s, day(0.0), &model);
+    assert_eq!(first.stage.map(|t| t.to), Some(Stage::FirstTime));
+    let (_, again) = assess(&mut s, day(0.0), &model);
+    assert!(!again.any());
+    assert_eq!(s.changes, 1);
+}
+
+#[test]
+fn timers_point_at_the_next_threshold_or_a_week_ahead() {
+    let model = Model::default();
+    let mut s = CustomerState::new("c");
+    for e in cadence("c", "o", 10.0, 0.0, 100.0, 4_000, &["tea"]) {
+        apply(&mut s, &e);
+    }
+    let last = s.last_order_at.unwrap();
+    // Right after the last order, a week ahead is sooner than 2x the interval (20 days).
+    assert_eq!(
+        next_evaluation_at(&s, last, &model),
+        Some(last.plus(7 * 86_400))
+    );
+    // Two weeks later the overdue threshold (day 20) comes first.
+    let now = last.plus(14 * 86_400);
+    assert_eq!(
+        next_evaluation_at(&s, now, &model),
+        Some(last.plus(20 * 86_400))
+    );
+    assess(&mut s, last.plus(400 * 86_400), &model);
+    assert_eq!(s.stage, Stage::Lost);
+    assert_eq!(
+        next_evaluation_at(&s, last.plus(400 * 86_400), &model),
+        None,
+        "only an order revives a lost customer"
+    );
+}
+
+#[test]
+fn a_typical_customer_state_serializes_within_1_kib() {
+    let mut s = CustomerState::new("c000123");
+    apply(&mut s, &signup("c000123", "signup", day(0.0), "search"));
+    let cats = ["coffee", "tea", "snacks", "kitchen", "books"];
+    for i in 0..(24 * 3) {
+        let d = f64::from(i) * 10.0;
+        let pick = [cats[i as usize % 5], cats[(i as usize + 2) % 5]];
+        apply(
+            &mut s,
+            &order(
+                "c000123",
+                &format!("evt-000123-{i:05}"),
+                day(d),
+                2_500 + i64::from(i) * 13,
+                1_100,
+                &pick,
+            ),
+        );
+        if i % 9 == 0 {
+            apply(
+                &mut s,
+                &contact("c000123", &format!("evt-000123-k{i:05}"), day(d + 1.0)),
+            );
+        }
+    }
+    assert_eq!(s.months.len(), 24);
+    assert_eq!(s.categories.len(), 5);
+    let bytes = postcard::to_stdvec(&s).unwrap();
+    assert!(bytes.len() <= 1024, "{} bytes", bytes.len());
+    let back: CustomerState = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(back, s);
+}
