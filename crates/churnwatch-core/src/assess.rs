@@ -130,6 +130,7 @@ fn last_12_months(state: &CustomerState, now: Timestamp) -> Last12 {
     let current = now.month();
     state
         .months_between(current.offset(-11), current)
+        .iter()
         .fold(Last12::default(), |acc, w| Last12 {
             orders: acc.orders + u32::from(w.orders),
             revenue: acc.revenue + w.revenue,
@@ -165,17 +166,15 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
     let days_since_last_order = state.last_order_at.map(|l| now.days_since(l).max(0.0));
 
     let rfm = rfm_summary(state, now);
-    let p_alive = rfm.map(|s| params.bgnbd.p_alive(s.x, s.t_x, s.t));
     let weeks = |days: f64| days * DAY as f64 / WEEK as f64;
-    let expected = |days: f64| {
-        rfm.map_or(0.0, |s| {
-            params
-                .bgnbd
-                .expected_purchases(weeks(days), s.x, s.t_x, s.t)
-        })
+    let (p_alive, [expected_purchases, expected_12m]) = match rfm {
+        Some(s) => {
+            let horizons = [weeks(t.expected_purchases_days), weeks(365.0)];
+            let (p, e) = params.bgnbd.predict(horizons, s.x, s.t_x, s.t);
+            (Some(p), e)
+        }
+        None => (None, [0.0, 0.0]),
     };
-    let expected_purchases = expected(t.expected_purchases_days);
-    let expected_12m = expected(365.0);
 
     // Expected margin of one future order: the Gamma-Gamma spend estimate times the customer's
     // own margin ratio, less the support cost the customer causes per order.
@@ -198,7 +197,7 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
     let clv = expected_12m * margin_per_order * discount;
 
     let mut reasons: Vec<Signal> = [
-        signals::overdue(state, now, t),
+        signals::overdue_given(state, typical, now, t),
         signals::purchase_decline(state, now, t),
         signals::aov_decline(state, now, t),
         signals::category_drop(state, now, t),

@@ -813,12 +813,7 @@ mod tests {
         assert!(r.message.contains("customer_id"), "{}", r.message);
         let r = parse(&ORDER.replace("\"quantity\":2", "\"quantity\":0")).unwrap_err();
         assert_eq!(r.field.as_deref(), Some("items[0].quantity"));
-        let r = parse(
-            &ORDER
-                .replace("\"GBP\"", "\"GBP\"")
-                .replace("\"USD\"", "\"GBP\""),
-        )
-        .unwrap_err();
+        let r = parse(&ORDER.replace("\"USD\"", "\"GBP\"")).unwrap_err();
         assert!(r.message.contains("GBP=1.0"), "{}", r.message);
     }
 

@@ -133,6 +133,7 @@ fn orders_in(state: &CustomerState, from: i32, to: i32, now: Timestamp) -> (u32,
     let current = now.month();
     state
         .months_between(current.offset(from), current.offset(to))
+        .iter()
         .fold((0, 0), |(n, paid), w| {
             (n + u32::from(w.orders), paid + w.paid())
         })
@@ -183,36 +184,25 @@ pub fn aov_decline(state: &CustomerState, now: Timestamp, t: &Thresholds) -> Opt
 /// Returns the customer's typical interval between orders in days (the median of the recent
 /// intervals), once there are enough orders to trust it.
 pub fn typical_interval_days(state: &CustomerState, t: &Thresholds) -> Option<f64> {
-    if state.totals.orders < t.min_orders_for_cadence || state.recent_orders.len() < 3 {
-        return None;
-    }
-    let mut gaps = [0i64; crate::state::RECENT_ORDERS];
-    let mut n = 0;
-    for pair in state.recent_orders.windows(2) {
-        let gap = pair[1].since(pair[0]);
-        // Two orders on the same day are one shopping trip, not a cadence.
-        if gap >= DAY {
-            gaps[n] = gap;
-            n += 1;
-        }
-    }
-    if n < 2 {
-        return None;
-    }
-    let gaps = &mut gaps[..n];
-    gaps.sort_unstable();
-    let median = if n % 2 == 1 {
-        gaps[n / 2] as f64
-    } else {
-        (gaps[n / 2 - 1] + gaps[n / 2]) as f64 / 2.0
-    };
-    Some(median / DAY as f64)
+    let stats = &state.intervals;
+    (state.totals.orders >= t.min_orders_for_cadence && stats.gaps >= 2)
+        .then(|| stats.median_gap_secs as f64 / DAY as f64)
 }
 
 /// `overdue`: a regular cadence broken, the time since the last order against the typical
 /// interval.
 pub fn overdue(state: &CustomerState, now: Timestamp, t: &Thresholds) -> Option<Signal> {
-    let typical = typical_interval_days(state, t)?;
+    overdue_given(state, typical_interval_days(state, t), now, t)
+}
+
+/// `overdue` for a typical interval already computed.
+pub(crate) fn overdue_given(
+    state: &CustomerState,
+    typical: Option<f64>,
+    now: Timestamp,
+    t: &Thresholds,
+) -> Option<Signal> {
+    let typical = typical?;
     let silent = now.days_since(state.last_order_at?);
     let ratio = silent / typical;
     (ratio >= t.overdue_start_multiple).then(|| {
@@ -231,37 +221,45 @@ pub fn overdue(state: &CustomerState, now: Timestamp, t: &Thresholds) -> Option<
 /// `category_drop`: a category bought in most of the 6 months before the last 3, absent in the
 /// last 3 while other purchases continue.
 pub fn category_drop(state: &CustomerState, now: Timestamp, t: &Thresholds) -> Option<Signal> {
-    let (recent_orders, _) = orders_in(state, -(RECENT_MONTHS - 1), 0, now);
-    if recent_orders == 0 || state.categories.is_empty() {
-        return None;
-    }
     let current = now.month();
-    let (prior_from, prior_to) = (current.offset(-8), current.offset(-3));
-    let recent_from = current.offset(-2);
-    let mut best: Option<(u32, usize)> = None;
-    for (index, name) in state.categories.iter().enumerate() {
-        if name == OTHER_CATEGORY {
-            continue;
+    let recent_from = current.offset(-(RECENT_MONTHS - 1));
+    let window = state.months_between(current.offset(-(3 * RECENT_MONTHS - 1)), current);
+    // One pass: months with the category in the prior 6 months, orders with it in the last 3.
+    let mut habit = [0u8; crate::state::MAX_CATEGORIES + 1];
+    let mut recent = [0u32; crate::state::MAX_CATEGORIES + 1];
+    let mut recent_orders = 0u32;
+    for w in window {
+        if w.month >= recent_from {
+            recent_orders += u32::from(w.orders);
         }
-        let idx = index as u8;
-        let mut habit_months = 0;
-        let mut recent = 0;
-        for w in state.months_between(prior_from, current) {
-            let n = w.category_orders(idx);
+        for &(index, n) in &w.categories {
+            let i = usize::from(index);
+            if i >= habit.len() || n == 0 {
+                continue;
+            }
             if w.month >= recent_from {
-                recent += u32::from(n);
-            } else if w.month <= prior_to && n > 0 {
-                habit_months += 1;
+                recent[i] += u32::from(n);
+            } else if w.month <= current.offset(-RECENT_MONTHS) {
+                habit[i] += 1;
             }
         }
-        if recent == 0
-            && habit_months >= t.category_habit_min_months
-            && best.is_none_or(|(m, _)| habit_months > m)
-        {
-            best = Some((habit_months, index));
-        }
     }
-    let (months, index) = best?;
+    if recent_orders == 0 {
+        return None;
+    }
+    // "(other)" only exists once the named categories are full.
+    let other = (state.categories.len() > crate::state::MAX_CATEGORIES)
+        .then(|| state.category_index(OTHER_CATEGORY).map(usize::from))
+        .flatten();
+    let (index, months) = (0..state.categories.len().min(habit.len()))
+        .filter(|i| {
+            Some(*i) != other
+                && recent[*i] == 0
+                && u32::from(habit[*i]) >= t.category_habit_min_months
+        })
+        .map(|i| (i, habit[i]))
+        // Most habitual first; ties go to the lower index, the alphabetically first name.
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))?;
     Some(Signal {
         code: ReasonCode::CategoryDrop,
         strength: f64::from(months) / 6.0,

@@ -207,38 +207,103 @@ mod tests {
     #[test]
     fn transition_table() {
         #[rustfmt::skip]
-        let table: &[(Stage, StageFacts, Option<(Stage, TransitionReason)>)] = &[
+        type Row = (Stage, StageFacts, Option<(Stage, TransitionReason)>);
+        let table: &[Row] = &[
             // prospect
-            (Prospect,     facts(0, 0, false, false, Low),  None),
-            (Prospect,     facts(1, 1, false, false, Low),  Some((FirstTime, FirstOrder))),
-            (Prospect,     facts(2, 2, false, false, Low),  Some((EarlyRepeat, RepeatOrder))),
-            (Prospect,     facts(5, 5, false, false, Low),  Some((Core, BecameCore))),
-            (Prospect,     facts(1, 0, true,  false, Low),  Some((Lost, WentSilent))),
+            (Prospect, facts(0, 0, false, false, Low), None),
+            (
+                Prospect,
+                facts(1, 1, false, false, Low),
+                Some((FirstTime, FirstOrder)),
+            ),
+            (
+                Prospect,
+                facts(2, 2, false, false, Low),
+                Some((EarlyRepeat, RepeatOrder)),
+            ),
+            (
+                Prospect,
+                facts(5, 5, false, false, Low),
+                Some((Core, BecameCore)),
+            ),
+            (
+                Prospect,
+                facts(1, 0, true, false, Low),
+                Some((Lost, WentSilent)),
+            ),
             // first-time buyer
-            (FirstTime,    facts(1, 1, false, false, High), None),
-            (FirstTime,    facts(2, 2, false, false, Low),  Some((EarlyRepeat, RepeatOrder))),
-            (FirstTime,    facts(4, 4, false, false, Low),  Some((Core, BecameCore))),
-            (FirstTime,    facts(1, 0, true,  false, Low),  Some((Lost, WentSilent))),
+            (FirstTime, facts(1, 1, false, false, High), None),
+            (
+                FirstTime,
+                facts(2, 2, false, false, Low),
+                Some((EarlyRepeat, RepeatOrder)),
+            ),
+            (
+                FirstTime,
+                facts(4, 4, false, false, Low),
+                Some((Core, BecameCore)),
+            ),
+            (
+                FirstTime,
+                facts(1, 0, true, false, Low),
+                Some((Lost, WentSilent)),
+            ),
             // early repeat buyer
-            (EarlyRepeat,  facts(3, 3, false, false, Low),  None),
-            (EarlyRepeat,  facts(4, 4, false, false, Low),  Some((Core, BecameCore))),
-            (EarlyRepeat,  facts(3, 0, true,  false, Low),  Some((Lost, WentSilent))),
+            (EarlyRepeat, facts(3, 3, false, false, Low), None),
+            (
+                EarlyRepeat,
+                facts(4, 4, false, false, Low),
+                Some((Core, BecameCore)),
+            ),
+            (
+                EarlyRepeat,
+                facts(3, 0, true, false, Low),
+                Some((Lost, WentSilent)),
+            ),
             // core customer
-            (Core,         facts(9, 6, false, false, Medium), None),
-            (Core,         facts(9, 2, false, false, Low),  None),
-            (Core,         facts(9, 4, false, false, High), Some((CoreDefector, Defecting))),
-            (Core,         facts(9, 4, false, false, Critical), Some((CoreDefector, Defecting))),
-            (Core,         facts(9, 0, true,  false, Critical), Some((Lost, WentSilent))),
+            (Core, facts(9, 6, false, false, Medium), None),
+            (Core, facts(9, 2, false, false, Low), None),
+            (
+                Core,
+                facts(9, 4, false, false, High),
+                Some((CoreDefector, Defecting)),
+            ),
+            (
+                Core,
+                facts(9, 4, false, false, Critical),
+                Some((CoreDefector, Defecting)),
+            ),
+            (
+                Core,
+                facts(9, 0, true, false, Critical),
+                Some((Lost, WentSilent)),
+            ),
             // core defector
             (CoreDefector, facts(9, 3, false, false, High), None),
-            (CoreDefector, facts(9, 3, false, false, Medium), Some((Core, Recovered))),
-            (CoreDefector, facts(9, 0, true,  false, Critical), Some((Lost, WentSilent))),
+            (
+                CoreDefector,
+                facts(9, 3, false, false, Medium),
+                Some((Core, Recovered)),
+            ),
+            (
+                CoreDefector,
+                facts(9, 0, true, false, Critical),
+                Some((Lost, WentSilent)),
+            ),
             // lost, and reactivation out of it
-            (Lost,         facts(9, 0, true,  false, Critical), None),
-            (Lost,         facts(9, 0, false, false, Low),  None),
-            (Lost,         facts(2, 1, false, true,  Low),  Some((EarlyRepeat, Reactivated))),
-            (Lost,         facts(9, 4, false, true,  Low),  Some((Core, Reactivated))),
-            (Lost,         facts(9, 1, true,  true,  Low),  None),
+            (Lost, facts(9, 0, true, false, Critical), None),
+            (Lost, facts(9, 0, false, false, Low), None),
+            (
+                Lost,
+                facts(2, 1, false, true, Low),
+                Some((EarlyRepeat, Reactivated)),
+            ),
+            (
+                Lost,
+                facts(9, 4, false, true, Low),
+                Some((Core, Reactivated)),
+            ),
+            (Lost, facts(9, 1, true, true, Low), None),
         ];
         for (from, f, expected) in table {
             let got = next_stage(*from, f).map(|t| (t.to, t.reason));

@@ -20,6 +20,8 @@ pub const WINDOW_MONTHS: i32 = 24;
 /// Distinct named categories tracked per customer; further ones are counted as [`OTHER_CATEGORY`].
 /// Beyond this many, which names are kept depends on arrival order.
 pub const MAX_CATEGORIES: usize = 16;
+// Category indices, "(other)" included, must fit the u32 mask `apply_order` counts them with.
+const _: () = assert!(MAX_CATEGORIES < 32);
 /// The name under which categories past [`MAX_CATEGORIES`] are counted.
 pub const OTHER_CATEGORY: &str = "(other)";
 /// Most recent order times kept for the purchase-interval statistics.
@@ -115,6 +117,47 @@ impl MonthWindow {
     }
 }
 
+/// Statistics of the gaps between the recent orders; gaps under a day are one shopping trip,
+/// not a cadence, and are left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntervalStats {
+    /// Gaps of at least a day between consecutive recent orders.
+    pub gaps: u8,
+    /// Their median, in seconds.
+    pub median_gap_secs: i64,
+    /// Their mean, in seconds.
+    pub mean_gap_secs: i64,
+}
+
+impl IntervalStats {
+    fn of(recent: &[Timestamp]) -> Self {
+        let mut gaps = [0i64; RECENT_ORDERS];
+        let mut n = 0;
+        for pair in recent.windows(2) {
+            let gap = pair[1].since(pair[0]);
+            if gap >= DAY {
+                gaps[n] = gap;
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return Self::default();
+        }
+        let gaps = &mut gaps[..n];
+        gaps.sort_unstable();
+        let median = if n % 2 == 1 {
+            gaps[n / 2]
+        } else {
+            (gaps[n / 2 - 1] + gaps[n / 2]) / 2
+        };
+        Self {
+            gaps: n as u8,
+            median_gap_secs: median,
+            mean_gap_secs: gaps.iter().sum::<i64>() / n as i64,
+        }
+    }
+}
+
 /// How the customer was acquired: the earliest signup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signup {
@@ -180,6 +223,8 @@ pub struct CustomerState {
     pub months: Vec<MonthWindow>,
     /// The most recent order times, oldest first, at most [`RECENT_ORDERS`].
     pub recent_orders: Vec<Timestamp>,
+    /// Purchase-interval statistics over `recent_orders`.
+    pub intervals: IntervalStats,
     /// The latest retention action.
     pub last_retention: Option<RetentionMark>,
     /// Recently seen events as (time, id hash), sorted, at most [`MAX_SEEN_EVENTS`].
@@ -213,6 +258,7 @@ impl CustomerState {
             categories: Vec::new(),
             months: Vec::new(),
             recent_orders: Vec::new(),
+            intervals: IntervalStats::default(),
             last_retention: None,
             seen: Vec::new(),
             stage: Stage::Prospect,
@@ -231,15 +277,11 @@ impl CustomerState {
             .map(|i| &self.months[i])
     }
 
-    /// Returns the windows of the months in `from..=to`.
-    pub fn months_between(
-        &self,
-        from: MonthIndex,
-        to: MonthIndex,
-    ) -> impl Iterator<Item = &MonthWindow> {
-        self.months
-            .iter()
-            .filter(move |w| w.month >= from && w.month <= to)
+    /// Returns the windows of the months in `from..=to`, oldest first.
+    pub fn months_between(&self, from: MonthIndex, to: MonthIndex) -> &[MonthWindow] {
+        let start = self.months.partition_point(|w| w.month < from);
+        let end = self.months.partition_point(|w| w.month <= to);
+        &self.months[start..end.max(start)]
     }
 
     /// Returns the orders in the first three calendar months from the first order's month.
@@ -342,14 +384,6 @@ fn apply_order(state: &mut CustomerState, at: Timestamp, key: u64, order: &Order
     t.cost_of_goods = t.cost_of_goods.saturating_add(cost);
     state.last_order_at = Some(state.last_order_at.map_or(at, |l| l.max(at)));
 
-    let mut names: Vec<&str> = order
-        .items
-        .iter()
-        .filter_map(|i| i.category.as_deref())
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-
     let month = at.month();
     let previous_first = state.first_order.as_ref().map(|f| f.at.month());
     if state
@@ -357,26 +391,44 @@ fn apply_order(state: &mut CustomerState, at: Timestamp, key: u64, order: &Order
         .as_ref()
         .is_none_or(|f| (at, key) < (f.at, f.key))
     {
+        let mut names: Vec<String> = order
+            .items
+            .iter()
+            .filter_map(|i| i.category.clone())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names.truncate(MAX_FIRST_CATEGORIES);
         state.first_order = Some(FirstOrder {
             at,
             channel: order.channel.clone(),
-            categories: names
-                .iter()
-                .take(MAX_FIRST_CATEGORIES)
-                .map(|s| (*s).to_owned())
-                .collect(),
+            categories: names,
             key,
         });
     }
 
     insert_recent(&mut state.recent_orders, at);
-    let indices: Vec<u8> = names.iter().map(|n| intern_category(state, n)).collect();
+    state.intervals = IntervalStats::of(&state.recent_orders);
+    // Count each category once per order through a mask (indices are below
+    // MAX_CATEGORIES + 1 <= 32). Interning a new name renumbers the names after it, so a pass
+    // that added a name is redone; names are almost always known already.
+    let mut mask = 0u32;
+    for _ in 0..2 {
+        let before = state.categories.len();
+        mask = 0;
+        for name in order.items.iter().filter_map(|i| i.category.as_deref()) {
+            mask |= 1 << intern_category(state, name);
+        }
+        if state.categories.len() == before {
+            break;
+        }
+    }
     if let Some(w) = window_mut(state, month) {
         w.orders = w.orders.saturating_add(1);
         w.revenue = w.revenue.saturating_add(revenue);
         w.discounts = w.discounts.saturating_add(order.discount);
         w.goods_margin = w.goods_margin.saturating_add(order.total - cost);
-        for index in indices {
+        for index in (0..32u8).filter(|i| mask & (1 << i) != 0) {
             match w.categories.binary_search_by_key(&index, |(i, _)| *i) {
                 Ok(i) => w.categories[i].1 = w.categories[i].1.saturating_add(1),
                 Err(i) => w.categories.insert(i, (index, 1)),
@@ -554,6 +606,20 @@ mod tests {
     }
 
     #[test]
+    fn interval_statistics_ignore_same_day_orders_and_take_the_median() {
+        let at = |d: f64| Timestamp((d * DAY as f64) as i64);
+        let odd = IntervalStats::of(&[at(0.0), at(10.0), at(10.2), at(30.0), at(33.0)]);
+        assert_eq!((odd.gaps, odd.median_gap_secs), (3, 10 * DAY));
+        let even = IntervalStats::of(&[at(0.0), at(10.0), at(20.0), at(50.0), at(54.0)]);
+        assert_eq!((even.gaps, even.median_gap_secs), (4, 10 * DAY));
+        assert_eq!(even.mean_gap_secs, (DAY * 54) / 4);
+        assert_eq!(
+            IntervalStats::of(&[at(0.0), at(0.5)]),
+            IntervalStats::default()
+        );
+    }
+
+    #[test]
     fn a_repeated_event_id_changes_nothing() {
         let mut s = CustomerState::new("c");
         apply(&mut s, &order("a", 0, 1000, &["tea"]));
@@ -616,6 +682,26 @@ mod tests {
             .map(|(_, n)| u32::from(*n))
             .sum();
         assert_eq!(total, 40, "no category order is lost when folding");
+    }
+
+    #[test]
+    fn an_order_mixing_a_known_category_with_an_overflowing_one_counts_both_right() {
+        let mut s = CustomerState::new("c");
+        for i in 0..MAX_CATEGORIES {
+            apply(
+                &mut s,
+                &order(&format!("e{i}"), 0, 1000, &[&format!("cat{i:02}")]),
+            );
+        }
+        // "(other)" sorts first: creating it renumbers every named category.
+        apply(&mut s, &order("mixed", 0, 1000, &["cat05", "zzz-new"]));
+        let w = &s.months[0];
+        assert_eq!(w.category_orders(s.category_index("cat05").unwrap()), 2);
+        assert_eq!(
+            w.category_orders(s.category_index(OTHER_CATEGORY).unwrap()),
+            1
+        );
+        assert_eq!(w.category_orders(s.category_index("cat04").unwrap()), 1);
     }
 
     #[test]

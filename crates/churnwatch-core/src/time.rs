@@ -13,6 +13,9 @@ pub const DAY: i64 = 86_400;
 /// Seconds in one week, the time unit of the BTYD models.
 pub const WEEK: i64 = 7 * DAY;
 
+/// The Julian day number of 1970-01-01.
+const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
+
 /// A point in time as whole seconds since the Unix epoch, UTC.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
@@ -45,10 +48,15 @@ impl Timestamp {
 
     /// Returns the calendar month (UTC) this instant falls in.
     pub fn month(self) -> MonthIndex {
-        // Days to civil date is cheap; `time` does the calendar arithmetic.
-        match OffsetDateTime::from_unix_timestamp(self.0) {
-            Ok(t) => MonthIndex((t.year() - 1970) * 12 + (u8::from(t.month()) as i32 - 1)),
-            Err(_) => MonthIndex(if self.0 < 0 {
+        // Only the date matters: going through the Julian day skips the time-of-day work of
+        // a full `OffsetDateTime`, and this runs several times per evaluation.
+        let julian_day = self.0.div_euclid(DAY) + UNIX_EPOCH_JULIAN_DAY;
+        match i32::try_from(julian_day)
+            .ok()
+            .and_then(|d| time::Date::from_julian_day(d).ok())
+        {
+            Some(d) => MonthIndex((d.year() - 1970) * 12 + (u8::from(d.month()) as i32 - 1)),
+            None => MonthIndex(if self.0 < 0 {
                 i32::MIN / 2
             } else {
                 i32::MAX / 2
@@ -138,6 +146,12 @@ mod tests {
         assert_eq!(first_of_march.month().start(), first_of_march);
         assert_eq!(first_of_march.month().to_string(), "2024-03");
         assert_eq!(MonthIndex(0).start(), Timestamp(0));
+        assert_eq!(Timestamp(-1).month(), MonthIndex(-1), "1969-12");
+        for t in [0, 951_782_400, 1_709_251_199, 1_709_251_200, 4_102_444_800] {
+            let d = OffsetDateTime::from_unix_timestamp(t).unwrap();
+            let expected = (d.year() - 1970) * 12 + u8::from(d.month()) as i32 - 1;
+            assert_eq!(Timestamp(t).month(), MonthIndex(expected), "{t}");
+        }
     }
 
     #[test]

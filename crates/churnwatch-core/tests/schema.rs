@@ -18,7 +18,9 @@ const PARSER_ONLY: [RejectCode; 4] = [
 ];
 
 fn repo_file(path: &str) -> Value {
-    let full = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path);
+    let full = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path);
     let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
 }
@@ -30,7 +32,10 @@ fn schema_and_parser_agree_on_every_example() {
     let examples = repo_file("schema/examples.json");
     let now = Timestamp::parse_rfc3339("2025-06-15T00:00:00Z").unwrap();
     let fx = FxTable::parse_rates(CurrencyCode::default(), "EUR=1.10,JPY=0.0067").unwrap();
-    let config = ParseConfig { fx, ..ParseConfig::default() };
+    let config = ParseConfig {
+        fx,
+        ..ParseConfig::default()
+    };
 
     let examples = examples.as_array().expect("examples is an array");
     assert!(examples.len() >= 20);
@@ -38,7 +43,10 @@ fn schema_and_parser_agree_on_every_example() {
     for ex in examples {
         let name = ex["name"].as_str().unwrap();
         let (bytes, instance) = match (&ex["raw"], &ex["event"]) {
-            (Value::String(raw), _) => (raw.clone().into_bytes(), serde_json::from_str::<Value>(raw).ok()),
+            (Value::String(raw), _) => (
+                raw.clone().into_bytes(),
+                serde_json::from_str::<Value>(raw).ok(),
+            ),
             (_, event) => (serde_json::to_vec(event).unwrap(), Some(event.clone())),
         };
         let schema_accepts = instance.as_ref().is_some_and(|i| validator.is_valid(i));
@@ -58,14 +66,24 @@ fn schema_and_parser_agree_on_every_example() {
         // Agreement: what the parser accepts the schema accepts; where the schema accepts and
         // the parser rejects, it is one of the parser-only rules.
         if parsed.is_ok() {
-            assert!(schema_accepts, "{name}: parser accepts what the schema rejects");
+            assert!(
+                schema_accepts,
+                "{name}: parser accepts what the schema rejects"
+            );
         }
         if let (true, Err(r)) = (schema_accepts, &parsed) {
-            assert!(PARSER_ONLY.contains(&r.code) || r.message.contains("1990"), "{name}: schema should reject {}", r.code);
+            assert!(
+                PARSER_ONLY.contains(&r.code) || r.message.contains("1990"),
+                "{name}: schema should reject {}",
+                r.code
+            );
         }
     }
     // Every reason code but the size limit is exemplified.
     for code in RejectCode::ALL {
-        assert!(code == RejectCode::TooLarge || seen_codes.contains(&code), "no example for {code}");
+        assert!(
+            code == RejectCode::TooLarge || seen_codes.contains(&code),
+            "no example for {code}"
+        );
     }
 }
