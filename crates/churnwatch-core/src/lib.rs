@@ -10,6 +10,7 @@ pub mod event;
 pub mod money;
 pub mod population;
 pub mod profit;
+pub mod replay;
 pub mod risk;
 pub mod signals;
 pub mod stage;

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The project's whole test suite: formatting, lints, and every test in the workspace.
+# Usage: scripts/test.sh            (from anywhere in the repository)
+# Needs only the Rust toolchain; uses cargo-nextest when it is installed, cargo test otherwise.
+set -euo pipefail
+cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel 2>/dev/null || (cd "$(dirname "$0")/.." && pwd))"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+    # nextest does not run doctests; run them first so nextest's summary closes the output.
+    step "cargo test --doc --workspace"
+    cargo test --workspace --doc --locked
+    step "cargo nextest run --workspace"
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    step "cargo test --workspace (cargo-nextest not installed)"
+    cargo test --workspace --locked --no-fail-fast
+fi

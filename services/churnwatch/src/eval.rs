@@ -1,0 +1,326 @@
+//! `churnwatch eval`: runs the core over an event file and scores it against the generator's
+//! ground truth: precision and recall of "level ≥ high" for churners, the lead time of the
+//! alarm, and the confusion of true archetypes against the stages churnwatch assigned.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use churnwatch_core::time::DAY;
+use churnwatch_core::{RiskLevel, Stage, Timestamp};
+use churnwatch_synth::{Archetype, TruthRecord};
+use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use serde::Serialize;
+
+use crate::offline::CoreRun;
+
+/// Churners whose churn lies at least this long before the as-of time count as detectable.
+pub const DETECTABLE_AFTER_DAYS: i64 = 60;
+
+/// Precision, recall and lead time of the high-risk flag, and the stage confusion matrix.
+#[derive(Debug, Serialize)]
+pub struct EvalReport {
+    /// The evaluation time, RFC 3339.
+    pub as_of: String,
+    /// Lines read.
+    pub lines: u64,
+    /// Events applied.
+    pub applied: u64,
+    /// Duplicates ignored.
+    pub duplicates: u64,
+    /// Rejections by reason code.
+    pub rejected: BTreeMap<String, u64>,
+    /// Valid events after the as-of time.
+    pub after_as_of: u64,
+    /// Customers in the truth file.
+    pub customers: usize,
+    /// Churned by as-of and not back.
+    pub churners: u64,
+    /// Customers at high or critical risk at as-of.
+    pub flagged: u64,
+    /// Flagged churners.
+    pub true_positives: u64,
+    /// true_positives / flagged.
+    pub precision: f64,
+    /// true_positives / churners.
+    pub recall: f64,
+    /// Recall over churners who churned at least `DETECTABLE_AFTER_DAYS` before as-of.
+    pub recall_detectable: f64,
+    /// Churn time minus the start of the standing high-risk alarm, in days, over flagged
+    /// churners: positive when the alarm came before the churn.
+    pub lead_time_days: LeadTime,
+    /// Customers per (archetype, stage).
+    pub stage_matrix: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Customers per risk level at as-of.
+    pub risk_levels: BTreeMap<String, u64>,
+}
+
+/// Quantiles of the lead time.
+#[derive(Debug, Serialize, Default)]
+pub struct LeadTime {
+    /// Flagged churners measured.
+    pub n: usize,
+    /// 25th percentile.
+    pub p25: Option<f64>,
+    /// Median.
+    pub median: Option<f64>,
+    /// 75th percentile.
+    pub p75: Option<f64>,
+}
+
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    (!sorted.is_empty()).then(|| sorted[((sorted.len() - 1) as f64 * q).round() as usize])
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Scores a core run against the truth at `as_of`.
+pub fn score(run: &CoreRun, truth: &[TruthRecord], as_of: Timestamp) -> EvalReport {
+    let ts = |t: time::OffsetDateTime| Timestamp(t.unix_timestamp());
+    let (mut churners, mut flagged, mut tp, mut detectable, mut detected) = (0, 0, 0, 0, 0);
+    let mut leads = Vec::new();
+    let mut matrix: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut levels: BTreeMap<String, u64> = RiskLevel::ALL
+        .iter()
+        .map(|l| (l.as_str().to_owned(), 0))
+        .collect();
+    for t in truth {
+        let final_ = run.finals.get(&t.customer_id);
+        let stage = final_.map_or(Stage::Prospect, |a| a.stage);
+        let level = final_.map_or(RiskLevel::Low, |a| a.risk_level);
+        *levels.entry(level.as_str().to_owned()).or_default() += 1;
+        *matrix
+            .entry(t.archetype.as_str().to_owned())
+            .or_default()
+            .entry(stage.as_str().to_owned())
+            .or_default() += 1;
+        let is_flagged = level >= RiskLevel::High;
+        flagged += u64::from(is_flagged);
+        let churned = t.churned_at.map(ts).filter(|c| *c <= as_of);
+        let back = t.reactivated_at.map(ts).is_some_and(|r| r <= as_of);
+        let Some(churned_at) = churned.filter(|_| !back) else {
+            continue;
+        };
+        churners += 1;
+        let is_detectable = as_of.since(churned_at) >= DETECTABLE_AFTER_DAYS * DAY;
+        detectable += u64::from(is_detectable);
+        if is_flagged {
+            tp += 1;
+            detected += u64::from(is_detectable);
+            if let Some(since) = run.flags.get(&t.customer_id).and_then(|f| f.high_since) {
+                leads.push(churned_at.since(since) as f64 / DAY as f64);
+            }
+        }
+    }
+    leads.sort_by(f64::total_cmp);
+    EvalReport {
+        as_of: as_of.to_string(),
+        lines: run.lines,
+        applied: run.applied,
+        duplicates: run.duplicates,
+        rejected: run
+            .rejected
+            .iter()
+            .map(|(c, n)| (c.as_str().to_owned(), *n))
+            .collect(),
+        after_as_of: run.after_as_of,
+        customers: truth.len(),
+        churners,
+        flagged,
+        true_positives: tp,
+        precision: ratio(tp, flagged),
+        recall: ratio(tp, churners),
+        recall_detectable: ratio(detected, detectable),
+        lead_time_days: LeadTime {
+            n: leads.len(),
+            p25: quantile(&leads, 0.25),
+            median: quantile(&leads, 0.5),
+            p75: quantile(&leads, 0.75),
+        },
+        stage_matrix: matrix,
+        risk_levels: levels,
+    }
+}
+
+impl fmt::Display for EvalReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rejected: u64 = self.rejected.values().sum();
+        writeln!(f, "churnwatch evaluation as of {}", self.as_of)?;
+        writeln!(
+            f,
+            "  {} lines: {} events applied, {} duplicates ignored, {} rejected, {} after as-of",
+            self.lines, self.applied, self.duplicates, rejected, self.after_as_of
+        )?;
+        if rejected > 0 {
+            let list: Vec<String> = self
+                .rejected
+                .iter()
+                .map(|(c, n)| format!("{c} {n}"))
+                .collect();
+            writeln!(f, "  rejected by reason: {}", list.join(", "))?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "Churn detection (level >= high at as-of, churned = stopped by as-of and not back)"
+        )?;
+        writeln!(
+            f,
+            "  churners {}   flagged {}   true positives {}",
+            self.churners, self.flagged, self.true_positives
+        )?;
+        writeln!(
+            f,
+            "  precision {:.3}   recall {:.3}   recall on churns >= {DETECTABLE_AFTER_DAYS} days old {:.3}",
+            self.precision, self.recall, self.recall_detectable
+        )?;
+        let days = |d: Option<f64>| d.map_or("-".to_owned(), |d| format!("{d:+.0}"));
+        writeln!(
+            f,
+            "  lead time (churn time - alarm start, days; negative = alarm after the last order): median {} (p25 {}, p75 {}, n {})",
+            days(self.lead_time_days.median),
+            days(self.lead_time_days.p25),
+            days(self.lead_time_days.p75),
+            self.lead_time_days.n
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "Stage confusion: true archetype (rows) against assigned stage (columns)"
+        )?;
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED);
+        let mut header = vec![Cell::new("archetype")];
+        header.extend(Stage::ALL.iter().map(|s| Cell::new(s.as_str())));
+        header.push(Cell::new("total"));
+        table.set_header(header);
+        for archetype in Archetype::ALL {
+            let Some(row) = self.stage_matrix.get(archetype.as_str()) else {
+                continue;
+            };
+            let mut cells = vec![Cell::new(archetype.as_str())];
+            for s in Stage::ALL {
+                let n = row.get(s.as_str()).copied().unwrap_or(0);
+                cells.push(Cell::new(n).set_alignment(CellAlignment::Right));
+            }
+            cells.push(Cell::new(row.values().sum::<u64>()).set_alignment(CellAlignment::Right));
+            table.add_row(cells);
+        }
+        writeln!(f, "{table}")?;
+        let levels: Vec<String> = RiskLevel::ALL
+            .iter()
+            .map(|l| format!("{l} {}", self.risk_levels.get(l.as_str()).unwrap_or(&0)))
+            .collect();
+        writeln!(f, "Risk levels at as-of: {}", levels.join(", "))
+    }
+}
+
+/// Options shared by commands that run the core: money and model refits.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CoreArgs {
+    /// Currency all customer money is kept and reported in (ISO 4217).
+    #[arg(long, default_value = "USD", value_parser = parse_currency)]
+    pub reporting_currency: churnwatch_core::money::CurrencyCode,
+    /// Exchange rates into the reporting currency, e.g. "EUR=1.08,GBP=1.27"; events in other
+    /// currencies are rejected as unsupported_currency. The default holds the rates the
+    /// synthetic generator priced with.
+    #[arg(long, default_value = churnwatch_synth::FX_RATES_TO_USD)]
+    pub fx_rates: String,
+    /// Refit the BG/NBD and Gamma-Gamma models every this many days of event time.
+    #[arg(long, default_value_t = 30)]
+    pub refit_days: u32,
+}
+
+fn parse_currency(s: &str) -> Result<churnwatch_core::money::CurrencyCode, String> {
+    churnwatch_core::money::CurrencyCode::parse(s)
+        .ok_or_else(|| format!("{s:?} is not an ISO 4217 currency code such as USD"))
+}
+
+impl CoreArgs {
+    /// Returns the parser configuration.
+    pub fn parse_config(&self) -> anyhow::Result<churnwatch_core::ParseConfig> {
+        let fx =
+            churnwatch_core::money::FxTable::parse_rates(self.reporting_currency, &self.fx_rates)
+                .map_err(|e| anyhow::anyhow!("--fx-rates: {e}"))?;
+        Ok(churnwatch_core::ParseConfig {
+            fx,
+            ..churnwatch_core::ParseConfig::default()
+        })
+    }
+
+    /// Returns the refit interval in seconds.
+    pub fn refit_every_secs(&self) -> Option<i64> {
+        (self.refit_days > 0).then(|| i64::from(self.refit_days) * DAY)
+    }
+}
+
+/// Arguments of `churnwatch eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// The events, one JSON object per line ("-" for standard input).
+    #[arg(long)]
+    pub events: std::path::PathBuf,
+    /// The ground truth written by `churnwatch generate --truth`.
+    #[arg(long)]
+    pub truth: std::path::PathBuf,
+    /// Evaluate as of this time (RFC 3339); events after it are left out. Defaults to the
+    /// latest event.
+    #[arg(long, value_parser = parse_time)]
+    pub as_of: Option<Timestamp>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub core: CoreArgs,
+}
+
+fn parse_time(s: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339(s)
+        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z"))
+}
+
+/// Runs `churnwatch eval`.
+pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::BufRead;
+
+    let parse = args.core.parse_config()?;
+    let truth_file = std::fs::File::open(&args.truth)
+        .with_context(|| format!("cannot open the truth file {}", args.truth.display()))?;
+    let truth = churnwatch_synth::read_truth_csv(std::io::BufReader::new(truth_file))
+        .with_context(|| {
+            format!(
+                "{} is not a truth file written by churnwatch generate",
+                args.truth.display()
+            )
+        })?;
+
+    let (reader, len): (Box<dyn std::io::Read>, u64) = if args.events.as_os_str() == "-" {
+        (Box::new(std::io::stdin().lock()), 0)
+    } else {
+        let file = std::fs::File::open(&args.events)
+            .with_context(|| format!("cannot open the events file {}", args.events.display()))?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        (Box::new(file), len)
+    };
+    let bar = crate::progress::bytes(len);
+    let lines = std::io::BufReader::with_capacity(1 << 20, reader)
+        .split(b'\n')
+        .map(|l| l.with_context(|| format!("cannot read {}", args.events.display())));
+    let (run, as_of, _) = crate::offline::run_core(
+        lines,
+        &parse,
+        churnwatch_core::Model::default(),
+        args.as_of,
+        args.core.refit_every_secs(),
+        &bar,
+    )?;
+    let report = score(&run, &truth, as_of);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}

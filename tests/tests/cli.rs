@@ -1,0 +1,299 @@
+//! The churnwatch command line as a user meets it: generate a feed, evaluate it against its
+//! truth, run the demo, and get clear errors for mistakes.
+
+use churnwatch_e2e::{run, stderr, stdout};
+use serde_json::Value;
+
+#[test]
+fn generate_is_deterministic_and_writes_the_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    for (out, truth) in [("a.jsonl", "a.csv"), ("b.jsonl", "b.csv")] {
+        let o = run(
+            "churnwatch",
+            &[
+                "generate",
+                "--customers",
+                "300",
+                "--months",
+                "6",
+                "--seed",
+                "9",
+                "--truth",
+                &path(truth),
+                "--output",
+                &path(out),
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stderr(&o).contains("for 300 customers"), "{}", stderr(&o));
+    }
+    let a = std::fs::read(path("a.jsonl")).unwrap();
+    assert_eq!(a, std::fs::read(path("b.jsonl")).unwrap());
+    assert_eq!(
+        std::fs::read(path("a.csv")).unwrap(),
+        std::fs::read(path("b.csv")).unwrap()
+    );
+    let truth = std::fs::read_to_string(path("a.csv")).unwrap();
+    assert!(truth.starts_with("customer_id,archetype,"));
+    assert_eq!(truth.lines().count(), 301);
+    // Standard output is the default destination.
+    let o = run(
+        "churnwatch",
+        &[
+            "generate",
+            "--customers",
+            "300",
+            "--months",
+            "6",
+            "--seed",
+            "9",
+        ],
+    );
+    assert_eq!(o.stdout, a);
+}
+
+#[test]
+fn eval_scores_a_generated_feed_against_its_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("e.jsonl");
+    let truth = dir.path().join("t.csv");
+    let o = run(
+        "churnwatch",
+        &[
+            "generate",
+            "--customers",
+            "1500",
+            "--months",
+            "18",
+            "--seed",
+            "3",
+            "--malformed-rate",
+            "0.02",
+            "--duplicate-rate",
+            "0.02",
+            "--truth",
+            truth.to_str().unwrap(),
+            "--output",
+            events.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(
+        "churnwatch",
+        &[
+            "eval",
+            "--events",
+            events.to_str().unwrap(),
+            "--truth",
+            truth.to_str().unwrap(),
+            "--as-of",
+            "2025-07-01T00:00:00Z",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let lines = std::fs::read_to_string(&events).unwrap().lines().count() as u64;
+    assert_eq!(report["lines"].as_u64(), Some(lines));
+    assert!(
+        report["duplicates"].as_u64().unwrap() > 0,
+        "redeliveries are recognised: {report}"
+    );
+    let rejected = report["rejected"].as_object().unwrap();
+    for code in [
+        "malformed_json",
+        "missing_field",
+        "bad_timestamp",
+        "negative_amount",
+        "unknown_currency",
+        "unknown_type",
+    ] {
+        assert!(
+            rejected.get(code).and_then(Value::as_u64).unwrap_or(0) > 0,
+            "no {code} in {rejected:?}"
+        );
+    }
+    assert_eq!(report["customers"].as_u64(), Some(1500));
+    assert!(report["churners"].as_u64().unwrap() > 50, "{report}");
+    // Quality floor on the synthetic archetypes, well below what the core reaches.
+    assert!(report["precision"].as_f64().unwrap() > 0.8, "{report}");
+    assert!(
+        report["recall_detectable"].as_f64().unwrap() > 0.8,
+        "{report}"
+    );
+    assert!(report["lead_time_days"]["median"].as_f64().is_some());
+    let stages = report["stage_matrix"]["prospect"].as_object().unwrap();
+    assert!(stages["prospect"].as_u64().unwrap() > 0);
+
+    let o = run(
+        "churnwatch",
+        &[
+            "eval",
+            "--events",
+            events.to_str().unwrap(),
+            "--truth",
+            truth.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for needle in [
+        "precision",
+        "recall",
+        "lead time",
+        "Stage confusion",
+        "silent_churner",
+        "core_defector",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn eval_errors_name_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.jsonl");
+    let truth = dir.path().join("t.csv");
+    let o = run(
+        "churnwatch",
+        &[
+            "generate",
+            "--customers",
+            "5",
+            "--months",
+            "2",
+            "--truth",
+            truth.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(
+        "churnwatch",
+        &[
+            "eval",
+            "--events",
+            missing.to_str().unwrap(),
+            "--truth",
+            truth.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nope.jsonl"), "{}", stderr(&o));
+
+    let bad_truth = dir.path().join("bad.csv");
+    std::fs::write(&bad_truth, "customer_id,archetype\nc1,wizard\n").unwrap();
+    let o = run(
+        "churnwatch",
+        &[
+            "eval",
+            "--events",
+            missing.to_str().unwrap(),
+            "--truth",
+            bad_truth.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a truth file"), "{}", stderr(&o));
+
+    let o = run(
+        "churnwatch",
+        &[
+            "eval",
+            "--events",
+            "x",
+            "--truth",
+            "y",
+            "--as-of",
+            "yesterday",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("RFC 3339"), "{}", stderr(&o));
+
+    let o = run(
+        "churnwatch",
+        &["eval", "--events", "x", "--truth", "y", "--fx-rates", "EUR"],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--fx-rates"), "{}", stderr(&o));
+
+    let o = run(
+        "churnwatch",
+        &["generate", "--customers", "10", "--duplicate-rate", "1.5"],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("duplicate_rate"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_demo_shows_stages_and_customers_at_risk_with_reasons() {
+    let o = run(
+        "churnwatch",
+        &["demo", "--customers", "800", "--months", "18"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for needle in [
+        "Customers per stage",
+        "core_defector",
+        "Top",
+        "value at risk",
+        "overdue: no order for",
+        "precision",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn every_binary_has_a_complete_help() {
+    for (bin, needles) in [
+        ("churnwatch", &["demo", "generate", "eval"][..]),
+        (
+            "order-ingest",
+            &[
+                "--brokers",
+                "orders-dlq",
+                "CHURNWATCH_BROKERS",
+                "--kafka-property",
+            ][..],
+        ),
+        (
+            "scoring",
+            &[
+                "--state-dir",
+                "--clock",
+                "--allowed-lateness",
+                "customer-profiles",
+            ][..],
+        ),
+        (
+            "query",
+            &["--grpc-addr", "--view-dir", "grpc.health.v1"][..],
+        ),
+    ] {
+        let o = run(bin, &["--help"]);
+        assert!(o.status.success(), "{bin}: {}", stderr(&o));
+        let help = stdout(&o);
+        for n in needles {
+            assert!(help.contains(n), "{bin} --help lacks {n}:\n{help}");
+        }
+    }
+}
+
+#[test]
+fn services_that_cannot_run_yet_say_so_instead_of_pretending() {
+    for bin in ["order-ingest", "scoring", "query"] {
+        let o = run(bin, &[]);
+        assert!(
+            !o.status.success(),
+            "{bin} must not exit 0 without doing its job"
+        );
+        assert!(
+            stderr(&o).contains("cannot run yet"),
+            "{bin}: {}",
+            stderr(&o)
+        );
+    }
+}
