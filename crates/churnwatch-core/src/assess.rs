@@ -9,7 +9,7 @@ use crate::btyd::{BgNbdParams, GammaGammaParams, RfmSummary, SpendSummary};
 use crate::config::Thresholds;
 use crate::profit::{self, TierCuts, ValueTier};
 use crate::risk::RiskLevel;
-use crate::signals::{self, Signal};
+use crate::signals::{self, Moment, Signal};
 use crate::stage::{self, Stage, StageFacts, Transition, TransitionReason};
 use crate::state::CustomerState;
 use crate::time::{DAY, Timestamp, WEEK};
@@ -196,11 +196,12 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
     let discount = 1.0 / (1.0 + t.annual_discount_rate);
     let clv = expected_12m * margin_per_order * discount;
 
+    let moment = Moment::from(now);
     let mut reasons: Vec<Signal> = [
-        signals::overdue_given(state, typical, now, t),
-        signals::purchase_decline(state, now, t),
-        signals::aov_decline(state, now, t),
-        signals::category_drop(state, now, t),
+        signals::overdue_given(state, typical, &moment, t),
+        signals::purchase_decline(state, &moment, t),
+        signals::aov_decline(state, &moment, t),
+        signals::category_drop(state, &moment, t),
         signals::low_p_alive(p_alive, t),
     ]
     .into_iter()
@@ -297,6 +298,7 @@ pub fn record(state: &mut CustomerState, a: &Assessment) -> Changes {
     state.stage_since = a.stage_since;
     state.risk_level = a.risk_level;
     state.risk_score = a.risk_score as f32;
+    state.last_assessed_at = Some(state.last_assessed_at.map_or(a.at, |l| l.max(a.at)));
     if changes.any() {
         state.changes += 1;
     }

@@ -6,8 +6,10 @@
 pub mod assess;
 pub mod btyd;
 pub mod config;
+pub mod engine;
 pub mod event;
 pub mod money;
+pub mod output;
 pub mod population;
 pub mod profit;
 pub mod replay;

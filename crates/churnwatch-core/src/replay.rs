@@ -1,40 +1,24 @@
-//! An in-memory replay of a whole population on event time: events are applied in order,
-//! each customer is assessed after its events and whenever its silence timer falls due, and the
-//! population models are refitted on a fixed event-time interval. It is the scoring service's
-//! decision loop without Kafka or sled, used by offline evaluation and as the reference the
-//! streaming pipeline is checked against.
+//! An in-memory replay of a whole population on event time, through the same [`Engine`] the
+//! scoring service runs per partition: events are applied in order, customers are assessed
+//! after their events and whenever their silence timers fall due, and the population models are
+//! refitted on a fixed event-time interval. Used by offline evaluation, the in-process demo and
+//! as the reference the streaming pipeline is checked against.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 
-use crate::assess::{Assessment, Changes, Model, assess, next_evaluation_at};
+use crate::assess::{Assessment, Model, assess};
+use crate::engine::{Clock, Engine, Output, StateStore, TimerIndex, Work};
 use crate::event::Event;
 use crate::population::{PopulationFit, PopulationSummary};
-use crate::state::{Applied, CustomerState, apply};
+use crate::state::{Applied, CustomerState};
 use crate::time::Timestamp;
 
-/// Why an assessment was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// After the customer's event.
-    Event,
-    /// A silence timer fell due.
-    Timer,
-    /// The closing assessment at the end of the replay.
-    Final,
-}
-
-/// Receives every assessment a replay makes.
+/// Receives what a replay publishes.
 pub trait Observer {
-    /// Called after each assessment has been recorded into the state.
-    fn assessed(
-        &mut self,
-        state: &CustomerState,
-        assessment: &Assessment,
-        changes: Changes,
-        trigger: Trigger,
-    );
-
+    /// Called for every change event, in order.
+    fn published(&mut self, output: &Output);
+    /// Called for every customer's closing assessment by [`Replay::finish`].
+    fn finished(&mut self, _state: &CustomerState, _assessment: &Assessment) {}
     /// Called after each model refit.
     fn refitted(&mut self, _at: Timestamp, _fit: &PopulationFit) {}
 }
@@ -44,22 +28,34 @@ pub trait Observer {
 pub struct Ignore;
 
 impl Observer for Ignore {
-    fn assessed(&mut self, _: &CustomerState, _: &Assessment, _: Changes, _: Trigger) {}
+    fn published(&mut self, _: &Output) {}
+}
+
+/// The states of a replay, kept in memory.
+#[derive(Debug, Default)]
+struct Memory {
+    states: HashMap<String, CustomerState>,
+}
+
+impl StateStore for Memory {
+    fn load(&mut self, customer_id: &str) -> Option<CustomerState> {
+        // The engine hands the state back through `Work`; taking it avoids a clone.
+        self.states.remove(customer_id)
+    }
+
+    fn seen(&mut self, _event_id: &str) -> bool {
+        // In memory there is no event-id index beyond what each state remembers.
+        false
+    }
 }
 
 /// A population replayed on event time.
 #[derive(Debug)]
 pub struct Replay {
-    model: Model,
-    states: Vec<CustomerState>,
-    index: HashMap<String, usize>,
-    /// Pending re-evaluations as (due, customer index, generation).
-    timers: BinaryHeap<Reverse<(Timestamp, usize, u64)>>,
-    /// The generation of each customer's live timer; older heap entries are stale.
-    generation: Vec<u64>,
+    engine: Engine,
+    memory: Memory,
     refit_every_secs: Option<i64>,
     next_refit: Option<Timestamp>,
-    clock: Option<Timestamp>,
     duplicates: u64,
 }
 
@@ -68,31 +64,32 @@ impl Replay {
     /// event time (never, when `None`).
     pub fn new(model: Model, refit_every_secs: Option<i64>) -> Self {
         Self {
-            model,
-            states: Vec::new(),
-            index: HashMap::new(),
-            timers: BinaryHeap::new(),
-            generation: Vec::new(),
+            engine: Engine::new(
+                model,
+                Clock::Event { lateness_secs: 0 },
+                None,
+                TimerIndex::default(),
+            ),
+            memory: Memory::default(),
             refit_every_secs: refit_every_secs.filter(|s| *s > 0),
             next_refit: None,
-            clock: None,
             duplicates: 0,
         }
     }
 
     /// Returns the model in use.
     pub fn model(&self) -> &Model {
-        &self.model
+        &self.engine.model
     }
 
-    /// Returns every customer's state.
-    pub fn states(&self) -> &[CustomerState] {
-        &self.states
+    /// Returns every customer's state, in no particular order.
+    pub fn states(&self) -> impl Iterator<Item = &CustomerState> {
+        self.memory.states.values()
     }
 
     /// Returns a customer's state.
     pub fn state(&self, customer_id: &str) -> Option<&CustomerState> {
-        self.index.get(customer_id).map(|i| &self.states[*i])
+        self.memory.states.get(customer_id)
     }
 
     /// Returns the duplicate events ignored so far.
@@ -100,112 +97,79 @@ impl Replay {
         self.duplicates
     }
 
-    /// Returns the pending timers (including superseded ones not yet discarded).
+    /// Returns the pending timers.
     pub fn pending_timers(&self) -> usize {
-        self.timers.len()
+        self.engine.timers().len()
     }
 
-    /// Applies one event (events should come in event-time order; late ones are applied at
-    /// the current clock), first firing the timers and refits due before it.
+    /// Applies one event (in event-time order), first firing the timers and refits due before it.
     pub fn apply(&mut self, event: &Event, observer: &mut impl Observer) -> Applied {
-        let at = self
-            .clock
-            .map_or(event.occurred_at, |c| c.max(event.occurred_at));
-        self.advance_to(at, observer);
-        let i = match self.index.get(&event.customer_id) {
-            Some(i) => *i,
-            None => {
-                self.states
-                    .push(CustomerState::new(event.customer_id.clone()));
-                self.generation.push(0);
-                self.index
-                    .insert(event.customer_id.clone(), self.states.len() - 1);
-                self.states.len() - 1
-            }
-        };
-        let outcome = apply(&mut self.states[i], event);
-        match outcome {
-            Applied::Applied => self.assess_one(i, at, Trigger::Event, observer),
-            Applied::Duplicate => self.duplicates += 1,
-            Applied::WrongCustomer => {}
-        }
+        self.refits_until(event.occurred_at, observer);
+        let mut work = Work::default();
+        let outcome = self
+            .engine
+            .on_event(&mut work, &mut self.memory, event, event.occurred_at);
+        self.duplicates += work.stats.duplicates;
+        self.commit(work, observer);
         outcome
     }
 
     /// Moves the clock to `to`, firing every timer and refit due up to then, in time order.
     pub fn advance_to(&mut self, to: Timestamp, observer: &mut impl Observer) {
-        if self.clock.is_some_and(|c| c >= to) {
-            return;
-        }
-        if self.next_refit.is_none() {
-            self.next_refit = self.refit_every_secs.map(|s| to.plus(s));
-        }
-        loop {
-            let timer = self
-                .timers
-                .peek()
-                .map(|Reverse((due, _, _))| *due)
-                .filter(|due| *due <= to);
-            let refit = self.next_refit.filter(|r| *r <= to);
-            match (timer, refit) {
-                (Some(due), Some(r)) if r <= due => self.refit_at(r, observer),
-                (None, Some(r)) => self.refit_at(r, observer),
-                (Some(due), _) => {
-                    let Some(Reverse((_, i, generation))) = self.timers.pop() else {
-                        break;
-                    };
-                    if generation == self.generation[i] {
-                        self.clock = Some(due);
-                        self.assess_one(i, due, Trigger::Timer, observer);
-                    }
-                }
-                (None, None) => break,
-            }
-        }
-        self.clock = Some(to);
+        self.refits_until(to, observer);
+        let mut work = Work::default();
+        self.engine.advance(&mut work, &mut self.memory, to);
+        self.commit(work, observer);
     }
 
     /// Fires everything due up to `as_of` and assesses every customer at `as_of`.
     pub fn finish(&mut self, as_of: Timestamp, observer: &mut impl Observer) {
         self.advance_to(as_of, observer);
-        for i in 0..self.states.len() {
-            let (assessment, changes) = assess(&mut self.states[i], as_of, &self.model);
-            observer.assessed(&self.states[i], &assessment, changes, Trigger::Final);
+        let mut ids: Vec<String> = self.memory.states.keys().cloned().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(state) = self.memory.states.get_mut(&id) {
+                let at = state.last_assessed_at.map_or(as_of, |l| l.max(as_of));
+                let (assessment, _) = assess(state, at, &self.engine.model);
+                observer.finished(state, &assessment);
+            }
         }
     }
 
     /// Refits the population models at `at` and uses the result from then on.
     pub fn refit(&mut self, at: Timestamp) -> PopulationFit {
         let mut summary = PopulationSummary::default();
-        for s in &self.states {
-            summary.add(s, at, &self.model.thresholds);
+        for s in self.memory.states.values() {
+            summary.add(s, at, &self.engine.model.thresholds);
         }
-        let fit = summary.fit(&self.model.params, &self.model.thresholds);
-        self.model.params = fit.params;
+        let fit = summary.fit(&self.engine.model.params, &self.engine.model.thresholds);
+        self.engine.model.params = fit.params;
         fit
     }
 
-    fn refit_at(&mut self, at: Timestamp, observer: &mut impl Observer) {
-        self.clock = Some(at);
-        let fit = self.refit(at);
-        observer.refitted(at, &fit);
-        self.next_refit = self.refit_every_secs.map(|s| at.plus(s));
+    fn refits_until(&mut self, to: Timestamp, observer: &mut impl Observer) {
+        let Some(every) = self.refit_every_secs else {
+            return;
+        };
+        let next = *self.next_refit.get_or_insert(to.plus(every));
+        if next > to {
+            return;
+        }
+        // Timers due before the refit see the old parameters.
+        let mut work = Work::default();
+        self.engine.advance(&mut work, &mut self.memory, next);
+        self.commit(work, observer);
+        let fit = self.refit(next);
+        observer.refitted(next, &fit);
+        self.next_refit = Some(next.plus(every));
+        self.refits_until(to, observer);
     }
 
-    fn assess_one(
-        &mut self,
-        i: usize,
-        now: Timestamp,
-        trigger: Trigger,
-        observer: &mut impl Observer,
-    ) {
-        let state = &mut self.states[i];
-        let (assessment, changes) = assess(state, now, &self.model);
-        observer.assessed(state, &assessment, changes, trigger);
-        self.generation[i] += 1;
-        if let Some(due) = next_evaluation_at(state, now, &self.model) {
-            self.timers.push(Reverse((due, i, self.generation[i])));
+    fn commit(&mut self, work: Work, observer: &mut impl Observer) {
+        for output in &work.outputs {
+            observer.published(output);
         }
+        self.memory.states.extend(work.states);
     }
 }
 
@@ -236,12 +200,14 @@ mod tests {
     }
 
     #[derive(Default)]
-    struct Log(Vec<(String, Trigger, Option<Stage>)>);
+    struct Log(Vec<Output>, u32);
 
     impl Observer for Log {
-        fn assessed(&mut self, s: &CustomerState, _: &Assessment, c: Changes, trigger: Trigger) {
-            self.0
-                .push((s.customer_id.clone(), trigger, c.stage.map(|t| t.to)));
+        fn published(&mut self, output: &Output) {
+            self.0.push(output.clone());
+        }
+        fn refitted(&mut self, _: Timestamp, _: &PopulationFit) {
+            self.1 += 1;
         }
     }
 
@@ -252,22 +218,21 @@ mod tests {
         for n in 0..20 {
             replay.apply(&order("silent", n, i64::from(n) * 10), &mut log);
         }
+        let last_order = Timestamp(1_704_067_200 + 190 * DAY);
         // Another customer's activity moves event time on; "silent" sends nothing more.
         for n in 0..40 {
             replay.apply(&order("busy", n, 200 + i64::from(n) * 10), &mut log);
         }
-        let silent = replay.state("silent").unwrap();
-        assert_eq!(
-            silent.stage,
-            Stage::Lost,
-            "timers moved the silent customer to lost"
-        );
-        let lost_by = log
+        assert_eq!(replay.state("silent").unwrap().stage, Stage::Lost);
+        let lost = log
             .0
             .iter()
-            .find(|(c, _, s)| c == "silent" && *s == Some(Stage::Lost))
-            .unwrap();
-        assert_eq!(lost_by.1, Trigger::Timer);
+            .find_map(|o| match o {
+                Output::Stage(s) if s.customer_id == "silent" && s.to == Stage::Lost => Some(s),
+                _ => None,
+            })
+            .expect("a stage event for the silent customer");
+        assert_eq!(lost.at, last_order.plus(180 * DAY));
     }
 
     #[test]
@@ -284,18 +249,11 @@ mod tests {
 
     #[test]
     fn refits_happen_on_the_event_time_interval() {
-        struct Count(u32);
-        impl Observer for Count {
-            fn assessed(&mut self, _: &CustomerState, _: &Assessment, _: Changes, _: Trigger) {}
-            fn refitted(&mut self, _: Timestamp, _: &PopulationFit) {
-                self.0 += 1;
-            }
-        }
         let mut replay = Replay::new(Model::default(), Some(30 * DAY));
-        let mut count = Count(0);
+        let mut log = Log::default();
         for n in 0..10 {
-            replay.apply(&order("c", n, i64::from(n) * 31), &mut count);
+            replay.apply(&order("c", n, i64::from(n) * 31), &mut log);
         }
-        assert_eq!(count.0, 9, "one refit per 30 days of event time crossed");
+        assert_eq!(log.1, 9, "one refit per 30 days of event time crossed");
     }
 }

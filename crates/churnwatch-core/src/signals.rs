@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Thresholds;
 use crate::state::{CustomerState, OTHER_CATEGORY};
-use crate::time::{DAY, Timestamp};
+use crate::time::{DAY, MonthIndex, Timestamp};
 
 /// The machine code of a churn reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -120,19 +120,35 @@ impl Signal {
 /// Months in the recent window ("the last 3 months", the current month included).
 const RECENT_MONTHS: i32 = 3;
 
-/// Returns how many months the recent window spans at `now`: two full months plus the elapsed
-/// part of the current one, so a rate early in a month is not biased low.
-fn recent_span_months(now: Timestamp) -> f64 {
-    let month = now.month();
-    let start = month.start();
-    let length = month.offset(1).start().since(start).max(1) as f64;
-    (RECENT_MONTHS - 1) as f64 + (now.since(start) as f64 / length).clamp(0.05, 1.0)
+/// An evaluation instant with the calendar facts every signal needs, computed once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Moment {
+    /// The instant.
+    pub at: Timestamp,
+    /// Its calendar month.
+    pub month: MonthIndex,
+    /// How many months the recent window spans: two full months plus the elapsed part of the
+    /// current one, so a rate early in a month is not biased low.
+    pub recent_span_months: f64,
 }
 
-fn orders_in(state: &CustomerState, from: i32, to: i32, now: Timestamp) -> (u32, i64) {
-    let current = now.month();
+impl From<Timestamp> for Moment {
+    fn from(at: Timestamp) -> Self {
+        let month = at.month();
+        let start = month.start();
+        let length = month.offset(1).start().since(start).max(1) as f64;
+        let elapsed = (at.since(start) as f64 / length).clamp(0.05, 1.0);
+        Self {
+            at,
+            month,
+            recent_span_months: (RECENT_MONTHS - 1) as f64 + elapsed,
+        }
+    }
+}
+
+fn orders_in(state: &CustomerState, from: i32, to: i32, now: &Moment) -> (u32, i64) {
     state
-        .months_between(current.offset(from), current.offset(to))
+        .months_between(now.month.offset(from), now.month.offset(to))
         .iter()
         .fold((0, 0), |(n, paid), w| {
             (n + u32::from(w.orders), paid + w.paid())
@@ -141,10 +157,10 @@ fn orders_in(state: &CustomerState, from: i32, to: i32, now: Timestamp) -> (u32,
 
 /// `purchase_decline`: purchases in the last 3 months against the first 3 months after the
 /// first order, as monthly rates.
-pub fn purchase_decline(state: &CustomerState, now: Timestamp, t: &Thresholds) -> Option<Signal> {
+pub fn purchase_decline(state: &CustomerState, now: &Moment, t: &Thresholds) -> Option<Signal> {
     let first = state.first_order.as_ref()?.at.month();
     // The two windows must not overlap.
-    if now.month() < first.offset(2 * RECENT_MONTHS - 1) {
+    if now.month < first.offset(2 * RECENT_MONTHS - 1) {
         return None;
     }
     let early = state.early_orders();
@@ -152,7 +168,7 @@ pub fn purchase_decline(state: &CustomerState, now: Timestamp, t: &Thresholds) -
         return None;
     }
     let (recent, _) = orders_in(state, -(RECENT_MONTHS - 1), 0, now);
-    let ratio = (recent as f64 / recent_span_months(now)) / (early as f64 / RECENT_MONTHS as f64);
+    let ratio = (recent as f64 / now.recent_span_months) / (early as f64 / RECENT_MONTHS as f64);
     (ratio <= t.purchase_decline_max_ratio).then(|| Signal {
         code: ReasonCode::PurchaseDecline,
         strength: (1.0 - ratio).clamp(0.0, 1.0),
@@ -163,7 +179,7 @@ pub fn purchase_decline(state: &CustomerState, now: Timestamp, t: &Thresholds) -
 }
 
 /// `aov_decline`: average order value of the last 3 months against the 3 months before.
-pub fn aov_decline(state: &CustomerState, now: Timestamp, t: &Thresholds) -> Option<Signal> {
+pub fn aov_decline(state: &CustomerState, now: &Moment, t: &Thresholds) -> Option<Signal> {
     let (recent_n, recent_paid) = orders_in(state, -(RECENT_MONTHS - 1), 0, now);
     let (prior_n, prior_paid) = orders_in(state, -(2 * RECENT_MONTHS - 1), -RECENT_MONTHS, now);
     if recent_n == 0 || prior_n < 2 || prior_paid <= 0 {
@@ -191,7 +207,7 @@ pub fn typical_interval_days(state: &CustomerState, t: &Thresholds) -> Option<f6
 
 /// `overdue`: a regular cadence broken, the time since the last order against the typical
 /// interval.
-pub fn overdue(state: &CustomerState, now: Timestamp, t: &Thresholds) -> Option<Signal> {
+pub fn overdue(state: &CustomerState, now: &Moment, t: &Thresholds) -> Option<Signal> {
     overdue_given(state, typical_interval_days(state, t), now, t)
 }
 
@@ -199,11 +215,11 @@ pub fn overdue(state: &CustomerState, now: Timestamp, t: &Thresholds) -> Option<
 pub(crate) fn overdue_given(
     state: &CustomerState,
     typical: Option<f64>,
-    now: Timestamp,
+    now: &Moment,
     t: &Thresholds,
 ) -> Option<Signal> {
     let typical = typical?;
-    let silent = now.days_since(state.last_order_at?);
+    let silent = now.at.days_since(state.last_order_at?);
     let ratio = silent / typical;
     (ratio >= t.overdue_start_multiple).then(|| {
         let progress = (ratio - t.overdue_start_multiple)
@@ -220,8 +236,8 @@ pub(crate) fn overdue_given(
 
 /// `category_drop`: a category bought in most of the 6 months before the last 3, absent in the
 /// last 3 while other purchases continue.
-pub fn category_drop(state: &CustomerState, now: Timestamp, t: &Thresholds) -> Option<Signal> {
-    let current = now.month();
+pub fn category_drop(state: &CustomerState, now: &Moment, t: &Thresholds) -> Option<Signal> {
+    let current = now.month;
     let recent_from = current.offset(-(RECENT_MONTHS - 1));
     let window = state.months_between(current.offset(-(3 * RECENT_MONTHS - 1)), current);
     // One pass: months with the category in the prior 6 months, orders with it in the last 3.
@@ -353,7 +369,7 @@ mod tests {
         let mut orders = every(7.0, 0.0, 91.0, 3000, &["tea"]);
         orders.extend(every(30.0, 100.0, 300.0, 3000, &["tea"]));
         let s = history(&orders);
-        let sig = purchase_decline(&s, at_day(300.0), &t()).expect("decline");
+        let sig = purchase_decline(&s, &at_day(300.0).into(), &t()).expect("decline");
         assert_eq!(sig.baseline, 13.0);
         assert!(sig.observed <= 3.0);
         assert!(sig.strength > 0.7, "{sig:?}");
@@ -367,10 +383,10 @@ mod tests {
     #[test]
     fn purchase_decline_is_quiet_for_a_steady_customer_and_a_young_one() {
         let s = history(&every(10.0, 0.0, 300.0, 3000, &["tea"]));
-        assert!(purchase_decline(&s, at_day(300.0), &t()).is_none());
+        assert!(purchase_decline(&s, &at_day(300.0).into(), &t()).is_none());
         let young = history(&every(7.0, 0.0, 60.0, 3000, &["tea"]));
         assert!(
-            purchase_decline(&young, at_day(100.0), &t()).is_none(),
+            purchase_decline(&young, &at_day(100.0).into(), &t()).is_none(),
             "windows would overlap"
         );
     }
@@ -381,7 +397,7 @@ mod tests {
         let mut orders = every(14.0, 0.0, 182.0, 6000, &["tea"]);
         orders.extend(every(14.0, 182.0, 270.0, 3000, &["tea"]));
         let s = history(&orders);
-        let sig = aov_decline(&s, at_day(270.0), &t()).expect("aov decline");
+        let sig = aov_decline(&s, &at_day(270.0).into(), &t()).expect("aov decline");
         assert!(
             sig.detail().starts_with("average order value fell 50%"),
             "{}",
@@ -389,13 +405,13 @@ mod tests {
         );
         assert!((sig.strength - 1.0).abs() < 1e-9);
         let steady = history(&every(14.0, 0.0, 270.0, 6000, &["tea"]));
-        assert!(aov_decline(&steady, at_day(270.0), &t()).is_none());
+        assert!(aov_decline(&steady, &at_day(270.0).into(), &t()).is_none());
     }
 
     #[test]
     fn aov_decline_needs_orders_on_both_sides() {
         let s = history(&[(0.0, 6000, &["tea"]), (100.0, 1000, &["tea"])]);
-        assert!(aov_decline(&s, at_day(120.0), &t()).is_none());
+        assert!(aov_decline(&s, &at_day(120.0).into(), &t()).is_none());
     }
 
     #[test]
@@ -403,9 +419,9 @@ mod tests {
         let s = history(&every(10.0, 0.0, 200.0, 3000, &["tea"]));
         let last = 190.0;
         assert_eq!(typical_interval_days(&s, &t()), Some(10.0));
-        assert!(overdue(&s, at_day(last + 15.0), &t()).is_none());
-        let early = overdue(&s, at_day(last + 20.0), &t()).expect("2x is overdue");
-        let late = overdue(&s, at_day(last + 45.0), &t()).expect("4.5x is overdue");
+        assert!(overdue(&s, &at_day(last + 15.0).into(), &t()).is_none());
+        let early = overdue(&s, &at_day(last + 20.0).into(), &t()).expect("2x is overdue");
+        let late = overdue(&s, &at_day(last + 45.0).into(), &t()).expect("4.5x is overdue");
         assert!(early.strength < late.strength);
         assert_eq!(late.strength, 1.0);
         assert_eq!(
@@ -417,7 +433,7 @@ mod tests {
     #[test]
     fn overdue_needs_a_cadence() {
         let s = history(&[(0.0, 3000, &["tea"]), (30.0, 3000, &["tea"])]);
-        assert!(overdue(&s, at_day(400.0), &t()).is_none());
+        assert!(overdue(&s, &at_day(400.0).into(), &t()).is_none());
         let same_day = history(&[(0.0, 1, &[]), (0.1, 1, &[]), (0.2, 1, &[]), (0.3, 1, &[])]);
         assert!(typical_interval_days(&same_day, &t()).is_none());
     }
@@ -428,7 +444,7 @@ mod tests {
         let mut orders = every(30.0, 0.0, 270.0, 3000, &["coffee", "tea"]);
         orders.extend(every(30.0, 270.0, 365.0, 3000, &["tea"]));
         let s = history(&orders);
-        let sig = category_drop(&s, at_day(365.0), &t()).expect("coffee dropped");
+        let sig = category_drop(&s, &at_day(365.0).into(), &t()).expect("coffee dropped");
         assert_eq!(sig.category.as_deref(), Some("coffee"));
         assert!(
             sig.detail().starts_with("stopped buying coffee"),
@@ -441,18 +457,18 @@ mod tests {
     fn category_drop_is_quiet_when_everything_stops_or_nothing_does() {
         let stopped = history(&every(30.0, 0.0, 270.0, 3000, &["coffee", "tea"]));
         assert!(
-            category_drop(&stopped, at_day(365.0), &t()).is_none(),
+            category_drop(&stopped, &at_day(365.0).into(), &t()).is_none(),
             "that is churn, not a category drop"
         );
         let steady = history(&every(30.0, 0.0, 365.0, 3000, &["coffee", "tea"]));
-        assert!(category_drop(&steady, at_day(365.0), &t()).is_none());
+        assert!(category_drop(&steady, &at_day(365.0).into(), &t()).is_none());
         let occasional = history(&[
             (0.0, 1, &["coffee"]),
             (200.0, 1, &["tea"]),
             (330.0, 1, &["tea"]),
         ]);
         assert!(
-            category_drop(&occasional, at_day(340.0), &t()).is_none(),
+            category_drop(&occasional, &at_day(340.0).into(), &t()).is_none(),
             "one month is no habit"
         );
     }

@@ -239,6 +239,8 @@ pub struct CustomerState {
     pub risk_score: f32,
     /// Evaluations recorded that changed the stage or the risk level.
     pub changes: u64,
+    /// When the customer was last assessed.
+    pub last_assessed_at: Option<Timestamp>,
 }
 
 impl CustomerState {
@@ -266,6 +268,7 @@ impl CustomerState {
             risk_level: RiskLevel::Low,
             risk_score: 0.0,
             changes: 0,
+            last_assessed_at: None,
         }
     }
 

@@ -167,3 +167,58 @@ mod tests {
         }
     }
 }
+
+/// Serde helpers writing a [`Timestamp`] as an RFC 3339 string (for published events) while
+/// the stored state keeps compact integers. Reading accepts either form.
+pub mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Timestamp;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Text(String),
+        Seconds(i64),
+    }
+
+    fn from_either<E: serde::de::Error>(v: Either) -> Result<Timestamp, E> {
+        match v {
+            Either::Seconds(s) => Ok(Timestamp(s)),
+            Either::Text(t) => Timestamp::parse_rfc3339(&t)
+                .ok_or_else(|| E::custom(format!("{t:?} is not an RFC 3339 time"))),
+        }
+    }
+
+    /// Writes the timestamp as RFC 3339.
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(t)
+    }
+
+    /// Reads an RFC 3339 string or seconds since the epoch.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        from_either(Either::deserialize(d)?)
+    }
+
+    /// The same for optional timestamps.
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        use super::{Either, Timestamp, from_either};
+
+        /// Writes the timestamp as RFC 3339, or null.
+        pub fn serialize<S: Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.collect_str(t),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Reads an RFC 3339 string, seconds since the epoch, or null.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+            Option::<Either>::deserialize(d)?
+                .map(from_either)
+                .transpose()
+        }
+    }
+}

@@ -5,11 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
+use churnwatch_core::engine::Output;
 use churnwatch_core::population::PopulationFit;
-use churnwatch_core::replay::{Observer, Replay, Trigger};
+use churnwatch_core::replay::{Observer, Replay};
 use churnwatch_core::{
-    Assessment, Changes, CustomerState, Event, Model, ParseConfig, RejectCode, RiskLevel,
-    Timestamp, parse_event,
+    Assessment, CustomerState, Event, Model, ParseConfig, RejectCode, RiskLevel, Timestamp,
+    parse_event,
 };
 use indicatif::ProgressBar;
 
@@ -50,27 +51,24 @@ pub struct CoreRun {
 }
 
 impl Observer for CoreRun {
-    fn assessed(
-        &mut self,
-        state: &CustomerState,
-        a: &Assessment,
-        changes: Changes,
-        trigger: Trigger,
-    ) {
-        self.risk_changes += u64::from(changes.risk.is_some());
-        self.stage_changes += u64::from(changes.stage.is_some());
-        if let Some((from, to)) = changes.risk {
-            let flags = self.flags.entry(state.customer_id.clone()).or_default();
-            if to >= RiskLevel::High && from < RiskLevel::High {
-                flags.first_high.get_or_insert(a.at);
-                flags.high_since = Some(a.at);
-            } else if to < RiskLevel::High {
-                flags.high_since = None;
+    fn published(&mut self, output: &Output) {
+        match output {
+            Output::Stage(_) => self.stage_changes += 1,
+            Output::Risk(r) => {
+                self.risk_changes += 1;
+                let flags = self.flags.entry(r.customer_id.clone()).or_default();
+                if r.level >= RiskLevel::High && r.previous_level < RiskLevel::High {
+                    flags.first_high.get_or_insert(r.at);
+                    flags.high_since = Some(r.at);
+                } else if r.level < RiskLevel::High {
+                    flags.high_since = None;
+                }
             }
         }
-        if trigger == Trigger::Final {
-            self.finals.insert(state.customer_id.clone(), a.clone());
-        }
+    }
+
+    fn finished(&mut self, state: &CustomerState, a: &Assessment) {
+        self.finals.insert(state.customer_id.clone(), a.clone());
     }
 
     fn refitted(&mut self, at: Timestamp, fit: &PopulationFit) {

@@ -1,0 +1,428 @@
+//! The scoring decisions for one partition, free of I/O: recognise duplicates, move the clock,
+//! fire the silence timers that fall due, apply events, assess customers and say what to
+//! publish. The scoring service carries the decisions out against sled and Kafka; the offline
+//! [`crate::replay::Replay`] carries them out in memory. Both therefore agree by construction.
+//!
+//! Time: with [`Clock::Event`] the clock is the event-time watermark (the newest event time
+//! seen in the partition minus the allowed lateness), so a replay of history gives the same
+//! answers as living through it. With [`Clock::Wall`] the caller passes the wall-clock time.
+//! An event is always assessed at its own time (or at the customer's last assessment, if that
+//! is later); a timer is assessed at its due time.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::assess::{Assessment, Changes, Model, assess, next_evaluation_at};
+use crate::event::Event;
+use crate::output::{Profile, RiskEvent, StageEvent, change_events, profile};
+use crate::state::{Applied, CustomerState, apply};
+use crate::time::Timestamp;
+
+/// Where "now" comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Live: the caller's wall-clock time.
+    Wall,
+    /// Replay: the newest event time seen minus `lateness_secs`.
+    Event {
+        /// How far behind the newest event a late event may still arrive, in seconds.
+        lateness_secs: i64,
+    },
+}
+
+/// The pending re-evaluation of each customer of a partition: at most one per customer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TimerIndex {
+    by_due: BTreeSet<(Timestamp, String)>,
+    by_customer: HashMap<String, Timestamp>,
+}
+
+impl TimerIndex {
+    /// Returns an index holding the given (customer, due) timers.
+    pub fn from_timers(timers: impl IntoIterator<Item = (String, Timestamp)>) -> Self {
+        let mut index = Self::default();
+        for (customer, due) in timers {
+            index.set(&customer, Some(due));
+        }
+        index
+    }
+
+    /// Sets (or, with `None`, clears) a customer's timer, replacing any earlier one.
+    pub fn set(&mut self, customer: &str, due: Option<Timestamp>) {
+        if let Some(old) = self.by_customer.remove(customer) {
+            self.by_due.remove(&(old, customer.to_owned()));
+        }
+        if let Some(due) = due {
+            self.by_customer.insert(customer.to_owned(), due);
+            self.by_due.insert((due, customer.to_owned()));
+        }
+    }
+
+    /// Removes and returns the earliest timer due at or before `up_to`.
+    pub fn pop_due(&mut self, up_to: Timestamp) -> Option<(Timestamp, String)> {
+        let first = self
+            .by_due
+            .first()
+            .filter(|(due, _)| *due <= up_to)?
+            .clone();
+        self.by_due.remove(&first);
+        self.by_customer.remove(&first.1);
+        Some(first)
+    }
+
+    /// Returns a customer's timer.
+    pub fn due_of(&self, customer: &str) -> Option<Timestamp> {
+        self.by_customer.get(customer).copied()
+    }
+
+    /// Returns the number of pending timers.
+    pub fn len(&self) -> usize {
+        self.by_customer.len()
+    }
+
+    /// Returns whether no timer is pending.
+    pub fn is_empty(&self) -> bool {
+        self.by_customer.is_empty()
+    }
+
+    /// Returns the earliest due time.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.by_due.first().map(|(due, _)| *due)
+    }
+}
+
+/// What the engine needs to ask of the storage side.
+pub trait StateStore {
+    /// Returns a customer's stored state, if any.
+    fn load(&mut self, customer_id: &str) -> Option<CustomerState>;
+    /// Returns whether an event id was processed before, beyond what the states remember.
+    fn seen(&mut self, event_id: &str) -> bool;
+}
+
+/// Something to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// To `customer-risk`.
+    Risk(RiskEvent),
+    /// To `customer-stage`.
+    Stage(StageEvent),
+}
+
+/// Counters of one piece of work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkStats {
+    /// Events applied.
+    pub applied: u64,
+    /// Duplicates ignored.
+    pub duplicates: u64,
+    /// Timers fired.
+    pub timers_fired: u64,
+    /// Assessments made.
+    pub assessments: u64,
+}
+
+/// The effects of a batch, to be written atomically and then published.
+#[derive(Debug, Default)]
+pub struct Work {
+    /// Every state touched, as it is now.
+    pub states: HashMap<String, CustomerState>,
+    /// Event ids processed in this batch, with their event time.
+    pub seen: Vec<(String, Timestamp)>,
+    seen_set: HashSet<String>,
+    /// Timers changed in this batch: the customer's timer now (`None`: no timer).
+    pub timers: HashMap<String, Option<Timestamp>>,
+    /// Change events, in the order they happened.
+    pub outputs: Vec<Output>,
+    /// The latest profile of every customer assessed.
+    pub profiles: HashMap<String, Profile>,
+    /// Counters.
+    pub stats: WorkStats,
+}
+
+impl Work {
+    /// Returns whether the batch did nothing that needs writing.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty() && self.seen.is_empty() && self.timers.is_empty()
+    }
+}
+
+/// The scoring decisions of one partition.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// The model customers are evaluated with.
+    pub model: Model,
+    clock: Clock,
+    watermark: Option<Timestamp>,
+    timers: TimerIndex,
+}
+
+impl Engine {
+    /// Returns an engine resuming at `watermark` with the partition's stored `timers`.
+    pub fn new(
+        model: Model,
+        clock: Clock,
+        watermark: Option<Timestamp>,
+        timers: TimerIndex,
+    ) -> Self {
+        Self {
+            model,
+            clock,
+            watermark,
+            timers,
+        }
+    }
+
+    /// Returns the current watermark (the clock's "now" in event mode).
+    pub fn watermark(&self) -> Option<Timestamp> {
+        self.watermark
+    }
+
+    /// Returns the pending timers.
+    pub fn timers(&self) -> &TimerIndex {
+        &self.timers
+    }
+
+    /// Processes one event: fires the timers its time makes due (event clock) or that the wall
+    /// clock `wall_now` has passed, then applies and assesses it.
+    pub fn on_event(
+        &mut self,
+        work: &mut Work,
+        store: &mut impl StateStore,
+        event: &Event,
+        wall_now: Timestamp,
+    ) -> Applied {
+        if work.seen_set.contains(&event.event_id) || store.seen(&event.event_id) {
+            work.stats.duplicates += 1;
+            return Applied::Duplicate;
+        }
+        let now = match self.clock {
+            Clock::Wall => wall_now,
+            Clock::Event { lateness_secs } => {
+                let candidate = event.occurred_at.plus(-lateness_secs);
+                self.watermark.map_or(candidate, |w| w.max(candidate))
+            }
+        };
+        self.advance(work, store, now);
+        let mut state = take_state(work, store, &event.customer_id);
+        let outcome = apply(&mut state, event);
+        match outcome {
+            Applied::Applied => {
+                work.stats.applied += 1;
+                work.seen_set.insert(event.event_id.clone());
+                work.seen.push((event.event_id.clone(), event.occurred_at));
+                let at = state
+                    .last_assessed_at
+                    .map_or(event.occurred_at, |l| l.max(event.occurred_at));
+                self.assess_into(work, state, at);
+            }
+            Applied::Duplicate => {
+                work.stats.duplicates += 1;
+                work.states.insert(event.customer_id.clone(), state);
+            }
+            Applied::WrongCustomer => {
+                work.states.insert(event.customer_id.clone(), state);
+            }
+        }
+        outcome
+    }
+
+    /// Moves the clock to `now` (never backwards) and fires every timer due by then, each
+    /// assessed at its due time.
+    pub fn advance(&mut self, work: &mut Work, store: &mut impl StateStore, now: Timestamp) {
+        if self.watermark.is_some_and(|w| w >= now) {
+            return;
+        }
+        self.watermark = Some(now);
+        while let Some((due, customer)) = self.timers.pop_due(now) {
+            work.timers.insert(customer.clone(), None);
+            work.stats.timers_fired += 1;
+            let state = take_state(work, store, &customer);
+            let at = state.last_assessed_at.map_or(due, |l| l.max(due));
+            self.assess_into(work, state, at);
+        }
+    }
+
+    fn assess_into(&mut self, work: &mut Work, mut state: CustomerState, at: Timestamp) {
+        let (assessment, changes) = assess(&mut state, at, &self.model);
+        work.stats.assessments += 1;
+        self.publish(work, &state, &assessment, changes);
+        let next = next_evaluation_at(&state, at, &self.model);
+        self.timers.set(&state.customer_id, next);
+        work.timers.insert(state.customer_id.clone(), next);
+        work.states.insert(state.customer_id.clone(), state);
+    }
+
+    fn publish(&self, work: &mut Work, state: &CustomerState, a: &Assessment, changes: Changes) {
+        let out = change_events(state, a, changes);
+        if let Some(stage) = out.stage {
+            work.outputs.push(Output::Stage(stage));
+        }
+        if let Some(risk) = out.risk {
+            work.outputs.push(Output::Risk(risk));
+        }
+        work.profiles
+            .insert(state.customer_id.clone(), profile(state, a));
+    }
+}
+
+fn take_state(work: &mut Work, store: &mut impl StateStore, customer: &str) -> CustomerState {
+    work.states
+        .remove(customer)
+        .or_else(|| store.load(customer))
+        .unwrap_or_else(|| CustomerState::new(customer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventKind, Order};
+    use crate::money::CurrencyCode;
+    use crate::stage::Stage;
+    use crate::time::DAY;
+
+    #[derive(Default)]
+    struct Memory {
+        states: HashMap<String, CustomerState>,
+        seen: HashSet<String>,
+    }
+
+    impl StateStore for Memory {
+        fn load(&mut self, customer_id: &str) -> Option<CustomerState> {
+            self.states.get(customer_id).cloned()
+        }
+        fn seen(&mut self, event_id: &str) -> bool {
+            self.seen.contains(event_id)
+        }
+    }
+
+    impl Memory {
+        fn commit(&mut self, work: Work) {
+            self.states.extend(work.states);
+            self.seen.extend(work.seen.into_iter().map(|(id, _)| id));
+        }
+    }
+
+    fn order(customer: &str, n: u32, day: i64) -> Event {
+        Event {
+            event_id: format!("{customer}-{n}"),
+            customer_id: customer.into(),
+            occurred_at: Timestamp(1_704_067_200 + day * DAY),
+            kind: EventKind::Order(Order {
+                order_id: format!("o{n}"),
+                total: 3_000,
+                discount: 0,
+                cost: Some(1_500),
+                items: vec![],
+                channel: None,
+                original_currency: CurrencyCode::default(),
+                original_total: 3_000,
+            }),
+        }
+    }
+
+    fn engine(lateness_secs: i64) -> Engine {
+        Engine::new(
+            Model::default(),
+            Clock::Event { lateness_secs },
+            None,
+            TimerIndex::default(),
+        )
+    }
+
+    #[test]
+    fn timer_index_keeps_one_timer_per_customer() {
+        let mut t = TimerIndex::default();
+        t.set("a", Some(Timestamp(10)));
+        t.set("b", Some(Timestamp(5)));
+        t.set("a", Some(Timestamp(20)));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.pop_due(Timestamp(15)), Some((Timestamp(5), "b".into())));
+        assert_eq!(t.pop_due(Timestamp(15)), None);
+        t.set("a", None);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn batch_boundaries_do_not_change_the_outcome() {
+        let mut events = Vec::new();
+        for n in 0..30 {
+            events.push(order("regular", n, i64::from(n) * 10));
+            if n < 12 {
+                events.push(order("quits", n, i64::from(n) * 10 + 3));
+            }
+        }
+        events.sort_by_key(|e| e.occurred_at);
+        let run = |batch: usize| {
+            let mut memory = Memory::default();
+            let mut engine = engine(DAY);
+            let mut outputs = Vec::new();
+            for chunk in events.chunks(batch) {
+                let mut work = Work::default();
+                for e in chunk {
+                    engine.on_event(&mut work, &mut memory, e, Timestamp(0));
+                }
+                outputs.extend(work.outputs.drain(..));
+                memory.commit(work);
+            }
+            let mut states: Vec<_> = memory.states.into_values().collect();
+            states.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
+            (states, outputs)
+        };
+        let (one, out_one) = run(1);
+        let (seven, out_seven) = run(7);
+        let (all, out_all) = run(events.len());
+        assert_eq!(one, seven);
+        assert_eq!(one, all);
+        assert_eq!(out_one, out_seven);
+        assert_eq!(out_one, out_all);
+        let quits = one.iter().find(|s| s.customer_id == "quits").unwrap();
+        assert_eq!(
+            quits.stage,
+            Stage::CoreDefector,
+            "timers reached the silent customer"
+        );
+    }
+
+    #[test]
+    fn redelivered_events_are_ignored_across_batches() {
+        let mut memory = Memory::default();
+        let mut engine = engine(0);
+        let mut work = Work::default();
+        engine.on_event(&mut work, &mut memory, &order("c", 1, 0), Timestamp(0));
+        assert_eq!(
+            engine.on_event(&mut work, &mut memory, &order("c", 1, 0), Timestamp(0)),
+            Applied::Duplicate
+        );
+        memory.commit(work);
+        let mut work = Work::default();
+        assert_eq!(
+            engine.on_event(&mut work, &mut memory, &order("c", 1, 0), Timestamp(0)),
+            Applied::Duplicate
+        );
+        assert_eq!(work.stats.duplicates, 1);
+        assert!(
+            work.states.is_empty(),
+            "a duplicate known to the store does not even load the state"
+        );
+    }
+
+    #[test]
+    fn the_wall_clock_fires_timers_without_events() {
+        let mut memory = Memory::default();
+        let mut engine = Engine::new(Model::default(), Clock::Wall, None, TimerIndex::default());
+        let mut work = Work::default();
+        for n in 0..10 {
+            let e = order("c", n, i64::from(n) * 7);
+            engine.on_event(&mut work, &mut memory, &e, e.occurred_at);
+        }
+        memory.commit(work);
+        let mut work = Work::default();
+        engine.advance(&mut work, &mut memory, Timestamp(1_704_067_200 + 400 * DAY));
+        assert!(work.stats.timers_fired >= 1);
+        assert_eq!(work.states["c"].stage, Stage::Lost);
+        assert!(
+            work.outputs
+                .iter()
+                .any(|o| matches!(o, Output::Stage(s) if s.to == Stage::Lost))
+        );
+    }
+}
