@@ -92,10 +92,12 @@ impl TimerIndex {
 
 /// What the engine needs to ask of the storage side.
 pub trait StateStore {
+    /// Why storage could not answer.
+    type Error;
     /// Returns a customer's stored state, if any.
-    fn load(&mut self, customer_id: &str) -> Option<CustomerState>;
+    fn load(&mut self, customer_id: &str) -> Result<Option<CustomerState>, Self::Error>;
     /// Returns whether an event id was processed before, beyond what the states remember.
-    fn seen(&mut self, event_id: &str) -> bool;
+    fn seen(&mut self, event_id: &str) -> Result<bool, Self::Error>;
 }
 
 /// Something to publish.
@@ -183,16 +185,21 @@ impl Engine {
 
     /// Processes one event: fires the timers its time makes due (event clock) or that the wall
     /// clock `wall_now` has passed, then applies and assesses it.
-    pub fn on_event(
+    ///
+    /// # Errors
+    ///
+    /// Whatever the store reports; the work done so far stays in `work` but must not be
+    /// committed, since the batch is incomplete.
+    pub fn on_event<S: StateStore>(
         &mut self,
         work: &mut Work,
-        store: &mut impl StateStore,
+        store: &mut S,
         event: &Event,
         wall_now: Timestamp,
-    ) -> Applied {
-        if work.seen_set.contains(&event.event_id) || store.seen(&event.event_id) {
+    ) -> Result<Applied, S::Error> {
+        if work.seen_set.contains(&event.event_id) || store.seen(&event.event_id)? {
             work.stats.duplicates += 1;
-            return Applied::Duplicate;
+            return Ok(Applied::Duplicate);
         }
         let now = match self.clock {
             Clock::Wall => wall_now,
@@ -201,8 +208,8 @@ impl Engine {
                 self.watermark.map_or(candidate, |w| w.max(candidate))
             }
         };
-        self.advance(work, store, now);
-        let mut state = take_state(work, store, &event.customer_id);
+        self.advance(work, store, now)?;
+        let mut state = take_state(work, store, &event.customer_id)?;
         let outcome = apply(&mut state, event);
         match outcome {
             Applied::Applied => {
@@ -222,23 +229,33 @@ impl Engine {
                 work.states.insert(event.customer_id.clone(), state);
             }
         }
-        outcome
+        Ok(outcome)
     }
 
     /// Moves the clock to `now` (never backwards) and fires every timer due by then, each
     /// assessed at its due time.
-    pub fn advance(&mut self, work: &mut Work, store: &mut impl StateStore, now: Timestamp) {
+    ///
+    /// # Errors
+    ///
+    /// Whatever the store reports.
+    pub fn advance<S: StateStore>(
+        &mut self,
+        work: &mut Work,
+        store: &mut S,
+        now: Timestamp,
+    ) -> Result<(), S::Error> {
         if self.watermark.is_some_and(|w| w >= now) {
-            return;
+            return Ok(());
         }
         self.watermark = Some(now);
         while let Some((due, customer)) = self.timers.pop_due(now) {
             work.timers.insert(customer.clone(), None);
             work.stats.timers_fired += 1;
-            let state = take_state(work, store, &customer);
+            let state = take_state(work, store, &customer)?;
             let at = state.last_assessed_at.map_or(due, |l| l.max(due));
             self.assess_into(work, state, at);
         }
+        Ok(())
     }
 
     fn assess_into(&mut self, work: &mut Work, mut state: CustomerState, at: Timestamp) {
@@ -264,11 +281,17 @@ impl Engine {
     }
 }
 
-fn take_state(work: &mut Work, store: &mut impl StateStore, customer: &str) -> CustomerState {
-    work.states
-        .remove(customer)
-        .or_else(|| store.load(customer))
-        .unwrap_or_else(|| CustomerState::new(customer))
+fn take_state<S: StateStore>(
+    work: &mut Work,
+    store: &mut S,
+    customer: &str,
+) -> Result<CustomerState, S::Error> {
+    Ok(match work.states.remove(customer) {
+        Some(state) => state,
+        None => store
+            .load(customer)?
+            .unwrap_or_else(|| CustomerState::new(customer)),
+    })
 }
 
 #[cfg(test)]
@@ -286,11 +309,12 @@ mod tests {
     }
 
     impl StateStore for Memory {
-        fn load(&mut self, customer_id: &str) -> Option<CustomerState> {
-            self.states.get(customer_id).cloned()
+        type Error = std::convert::Infallible;
+        fn load(&mut self, customer_id: &str) -> Result<Option<CustomerState>, Self::Error> {
+            Ok(self.states.get(customer_id).cloned())
         }
-        fn seen(&mut self, event_id: &str) -> bool {
-            self.seen.contains(event_id)
+        fn seen(&mut self, event_id: &str) -> Result<bool, Self::Error> {
+            Ok(self.seen.contains(event_id))
         }
     }
 
@@ -358,7 +382,9 @@ mod tests {
             for chunk in events.chunks(batch) {
                 let mut work = Work::default();
                 for e in chunk {
-                    engine.on_event(&mut work, &mut memory, e, Timestamp(0));
+                    engine
+                        .on_event(&mut work, &mut memory, e, Timestamp(0))
+                        .unwrap();
                 }
                 outputs.extend(work.outputs.drain(..));
                 memory.commit(work);
@@ -387,16 +413,18 @@ mod tests {
         let mut memory = Memory::default();
         let mut engine = engine(0);
         let mut work = Work::default();
-        engine.on_event(&mut work, &mut memory, &order("c", 1, 0), Timestamp(0));
+        engine
+            .on_event(&mut work, &mut memory, &order("c", 1, 0), Timestamp(0))
+            .unwrap();
         assert_eq!(
             engine.on_event(&mut work, &mut memory, &order("c", 1, 0), Timestamp(0)),
-            Applied::Duplicate
+            Ok(Applied::Duplicate)
         );
         memory.commit(work);
         let mut work = Work::default();
         assert_eq!(
             engine.on_event(&mut work, &mut memory, &order("c", 1, 0), Timestamp(0)),
-            Applied::Duplicate
+            Ok(Applied::Duplicate)
         );
         assert_eq!(work.stats.duplicates, 1);
         assert!(
@@ -412,11 +440,15 @@ mod tests {
         let mut work = Work::default();
         for n in 0..10 {
             let e = order("c", n, i64::from(n) * 7);
-            engine.on_event(&mut work, &mut memory, &e, e.occurred_at);
+            engine
+                .on_event(&mut work, &mut memory, &e, e.occurred_at)
+                .unwrap();
         }
         memory.commit(work);
         let mut work = Work::default();
-        engine.advance(&mut work, &mut memory, Timestamp(1_704_067_200 + 400 * DAY));
+        engine
+            .advance(&mut work, &mut memory, Timestamp(1_704_067_200 + 400 * DAY))
+            .unwrap();
         assert!(work.stats.timers_fired >= 1);
         assert_eq!(work.states["c"].stage, Stage::Lost);
         assert!(

@@ -5,6 +5,7 @@
 //! as the reference the streaming pipeline is checked against.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 
 use crate::assess::{Assessment, Model, assess};
 use crate::engine::{Clock, Engine, Output, StateStore, TimerIndex, Work};
@@ -38,14 +39,16 @@ struct Memory {
 }
 
 impl StateStore for Memory {
-    fn load(&mut self, customer_id: &str) -> Option<CustomerState> {
+    type Error = Infallible;
+
+    fn load(&mut self, customer_id: &str) -> Result<Option<CustomerState>, Infallible> {
         // The engine hands the state back through `Work`; taking it avoids a clone.
-        self.states.remove(customer_id)
+        Ok(self.states.remove(customer_id))
     }
 
-    fn seen(&mut self, _event_id: &str) -> bool {
+    fn seen(&mut self, _event_id: &str) -> Result<bool, Infallible> {
         // In memory there is no event-id index beyond what each state remembers.
-        false
+        Ok(false)
     }
 }
 
@@ -106,9 +109,9 @@ impl Replay {
     pub fn apply(&mut self, event: &Event, observer: &mut impl Observer) -> Applied {
         self.refits_until(event.occurred_at, observer);
         let mut work = Work::default();
-        let outcome = self
-            .engine
-            .on_event(&mut work, &mut self.memory, event, event.occurred_at);
+        let Ok(outcome) =
+            self.engine
+                .on_event(&mut work, &mut self.memory, event, event.occurred_at);
         self.duplicates += work.stats.duplicates;
         self.commit(work, observer);
         outcome
@@ -118,7 +121,7 @@ impl Replay {
     pub fn advance_to(&mut self, to: Timestamp, observer: &mut impl Observer) {
         self.refits_until(to, observer);
         let mut work = Work::default();
-        self.engine.advance(&mut work, &mut self.memory, to);
+        let Ok(()) = self.engine.advance(&mut work, &mut self.memory, to);
         self.commit(work, observer);
     }
 
@@ -157,7 +160,7 @@ impl Replay {
         }
         // Timers due before the refit see the old parameters.
         let mut work = Work::default();
-        self.engine.advance(&mut work, &mut self.memory, next);
+        let Ok(()) = self.engine.advance(&mut work, &mut self.memory, next);
         self.commit(work, observer);
         let fit = self.refit(next);
         observer.refitted(next, &fit);

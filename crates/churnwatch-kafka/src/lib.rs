@@ -1,0 +1,539 @@
+//! Kafka plumbing shared by every churnwatch service: one configuration (brokers, client and
+//! group ids, topic names, and any librdkafka property passed through, so SASL/SSL to a managed
+//! Kafka works), topic bootstrap, consumers that store an offset only after the work it covers
+//! is durable, a rebalance context that commits what is done before a partition moves, and
+//! idempotent producers.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+pub use rdkafka;
+
+/// Errors of the Kafka layer, each naming what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A client could not be created (usually a bad librdkafka property).
+    #[error(
+        "cannot create the Kafka {role} client: {source}; check brokers and --kafka-property values"
+    )]
+    Client {
+        /// Which client.
+        role: &'static str,
+        /// librdkafka's complaint.
+        #[source]
+        source: KafkaError,
+    },
+    /// The brokers did not answer.
+    #[error(
+        "Kafka brokers {brokers} did not answer ({source}); check that they run and are reachable"
+    )]
+    Unreachable {
+        /// The bootstrap servers.
+        brokers: String,
+        /// librdkafka's complaint.
+        #[source]
+        source: KafkaError,
+    },
+    /// A topic exists with another partition count than configured.
+    #[error(
+        "topic {topic} has {actual} partitions but {expected} are configured; set partitions = {actual} (or recreate the topic) so keys keep landing on the same partitions"
+    )]
+    PartitionMismatch {
+        /// The topic.
+        topic: String,
+        /// Configured partitions.
+        expected: i32,
+        /// Partitions on the broker.
+        actual: i32,
+    },
+    /// Creating a topic failed.
+    #[error("cannot create topic {topic}: {message}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// What the broker said.
+        message: String,
+    },
+}
+
+/// The Kafka layer's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Topic names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    /// Raw purchase events.
+    pub orders: String,
+    /// Validated events keyed by customer.
+    pub accepted: String,
+    /// Rejected messages with their reason.
+    pub dlq: String,
+    /// Risk-level changes.
+    pub risk: String,
+    /// Stage changes.
+    pub stage: String,
+    /// Customer profiles (compacted).
+    pub profiles: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self {
+            orders: "orders".into(),
+            accepted: "orders-accepted".into(),
+            dlq: "orders-dlq".into(),
+            risk: "customer-risk".into(),
+            stage: "customer-stage".into(),
+            profiles: "customer-profiles".into(),
+        }
+    }
+}
+
+/// How every service connects to Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Prefix of the client ids (the role is appended).
+    pub client_id: String,
+    /// Topic names.
+    pub topics: Topics,
+    /// Partitions of topics created at bootstrap.
+    pub partitions: i32,
+    /// Replication factor of topics created at bootstrap.
+    pub replication_factor: i32,
+    /// Whether to create missing topics at start-up.
+    pub create_topics: bool,
+    /// Extra librdkafka properties, e.g. `security.protocol = "SASL_SSL"`.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            client_id: "churnwatch".into(),
+            topics: Topics::default(),
+            partitions: 4,
+            replication_factor: 1,
+            create_topics: true,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// A topic churnwatch needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Name.
+    pub name: String,
+    /// Partitions.
+    pub partitions: i32,
+    /// Whether the topic is compacted (latest value per key).
+    pub compacted: bool,
+}
+
+impl KafkaConfig {
+    /// Returns a client configuration for `role` with the pass-through properties applied last.
+    pub fn client(&self, role: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        c.set("client.id", format!("{}-{role}", self.client_id));
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Returns a consumer configuration: offsets are stored explicitly (only after the work
+    /// they cover is durable) and committed in the background and on rebalance.
+    pub fn consumer(&self, role: &str, group_id: &str) -> ClientConfig {
+        let mut c = self.client(role);
+        c.set("group.id", group_id)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        // These two make the delivery guarantee; a pass-through property must not undo them.
+        c.set("enable.auto.offset.store", "false");
+        c
+    }
+
+    /// Returns an idempotent producer configuration (`acks=all`, `enable.idempotence=true`).
+    pub fn producer(&self, role: &str) -> ClientConfig {
+        let mut c = self.client(role);
+        c.set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "300000");
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c.set("enable.idempotence", "true").set("acks", "all");
+        c
+    }
+
+    /// Returns the topics churnwatch uses, with the profile topic compacted.
+    pub fn topic_specs(&self) -> Vec<TopicSpec> {
+        let t = &self.topics;
+        [
+            (&t.orders, false),
+            (&t.accepted, false),
+            (&t.dlq, false),
+            (&t.risk, false),
+            (&t.stage, false),
+            (&t.profiles, true),
+        ]
+        .into_iter()
+        .map(|(name, compacted)| TopicSpec {
+            name: name.clone(),
+            partitions: self.partitions,
+            compacted,
+        })
+        .collect()
+    }
+
+    /// Returns every problem with the configuration at once.
+    pub fn validate(&self) -> std::result::Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        if self.brokers.trim().is_empty() {
+            errors.push("brokers must name at least one host:port".to_owned());
+        }
+        if self.partitions < 1 {
+            errors.push(format!(
+                "partitions must be at least 1, not {}",
+                self.partitions
+            ));
+        }
+        if self.replication_factor < 1 {
+            errors.push(format!(
+                "replication_factor must be at least 1, not {}",
+                self.replication_factor
+            ));
+        }
+        let t = &self.topics;
+        let names = [
+            &t.orders,
+            &t.accepted,
+            &t.dlq,
+            &t.risk,
+            &t.stage,
+            &t.profiles,
+        ];
+        for (i, n) in names.iter().enumerate() {
+            if n.is_empty() {
+                errors.push("topic names must not be empty".to_owned());
+            } else if names[..i].contains(n) {
+                errors.push(format!("topic {n} is configured for two purposes"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Returns the partition count of each existing topic among `names`.
+pub fn partition_counts(
+    config: &KafkaConfig,
+    names: &[&str],
+    timeout: Duration,
+) -> Result<BTreeMap<String, i32>> {
+    let probe: BaseConsumer =
+        config
+            .client("metadata")
+            .create()
+            .map_err(|source| Error::Client {
+                role: "metadata",
+                source,
+            })?;
+    let metadata = probe
+        .fetch_metadata(None, timeout)
+        .map_err(|source| Error::Unreachable {
+            brokers: config.brokers.clone(),
+            source,
+        })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| names.contains(&t.name()) && t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+        .collect())
+}
+
+/// Creates the missing topics through the admin API and refuses to go on when an existing
+/// topic's partition count disagrees with the configuration.
+pub async fn bootstrap_topics(config: &KafkaConfig, timeout: Duration) -> Result<()> {
+    let specs = config.topic_specs();
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let existing = partition_counts(config, &names, timeout)?;
+    check_partitions(&specs, &existing)?;
+    let missing: Vec<&TopicSpec> = specs
+        .iter()
+        .filter(|s| !existing.contains_key(&s.name))
+        .collect();
+    if missing.is_empty() || !config.create_topics {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        config
+            .client("admin")
+            .create()
+            .map_err(|source| Error::Client {
+                role: "admin",
+                source,
+            })?;
+    let new: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|s| {
+            let t = NewTopic::new(
+                &s.name,
+                s.partitions,
+                TopicReplication::Fixed(config.replication_factor),
+            );
+            if s.compacted {
+                t.set("cleanup.policy", "compact")
+            } else {
+                t
+            }
+        })
+        .collect();
+    let options = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .map_err(|source| Error::Unreachable {
+            brokers: config.brokers.clone(),
+            source,
+        })?;
+    for result in results {
+        match result {
+            Ok(topic) => info!(topic, "created topic"),
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                info!(topic, "topic already exists")
+            }
+            Err((topic, code)) => {
+                return Err(Error::CreateTopic {
+                    topic,
+                    message: code.to_string(),
+                });
+            }
+        }
+    }
+    // Another instance may have created a topic concurrently with other settings.
+    check_partitions(&specs, &partition_counts(config, &names, timeout)?)
+}
+
+fn check_partitions(specs: &[TopicSpec], existing: &BTreeMap<String, i32>) -> Result<()> {
+    for spec in specs {
+        if let Some(&actual) = existing.get(&spec.name)
+            && actual != spec.partitions
+        {
+            return Err(Error::PartitionMismatch {
+                topic: spec.name.clone(),
+                expected: spec.partitions,
+                actual,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What happened to a consumer's assignment since the processing loop last looked.
+#[derive(Debug, Default)]
+pub struct AssignmentChanges {
+    /// Partitions (topic, partition) assigned.
+    pub assigned: Vec<(String, i32)>,
+    /// Partitions revoked; buffered messages of these must be dropped, not processed.
+    pub revoked: Vec<(String, i32)>,
+}
+
+/// A consumer context that commits the stored offsets before partitions are revoked (the work
+/// they cover is already durable, since offsets are stored only after it is) and tells the
+/// processing loop which partitions came and went.
+#[derive(Debug, Clone, Default)]
+pub struct RebalanceContext {
+    changes: Arc<Mutex<AssignmentChanges>>,
+}
+
+impl RebalanceContext {
+    /// Returns and clears the assignment changes seen since the last call.
+    pub fn take_changes(&self) -> AssignmentChanges {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let revoked = partitions_of(tpl);
+            info!(?revoked, "partitions revoked; committing stored offsets");
+            // Offsets stored so far cover durable work only, so committing them now hands the
+            // partitions over exactly where this consumer's durable progress ends.
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
+                && !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
+            {
+                warn!(error = %e, "commit before revocation failed; the next owner will redo uncommitted work");
+            }
+            self.changes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .revoked
+                .extend(revoked);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let assigned = partitions_of(tpl);
+                info!(?assigned, "partitions assigned");
+                self.changes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .assigned
+                    .extend(assigned);
+            }
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// A consumer whose offsets are stored by hand.
+pub type SafeConsumer = BaseConsumer<RebalanceContext>;
+
+/// Creates a consumer in `group_id` subscribed to `topics`.
+pub fn consumer(
+    config: &KafkaConfig,
+    role: &'static str,
+    group_id: &str,
+    topics: &[&str],
+) -> Result<(SafeConsumer, RebalanceContext)> {
+    let context = RebalanceContext::default();
+    let consumer: SafeConsumer = config
+        .consumer(role, group_id)
+        .create_with_context(context.clone())
+        .map_err(|source| Error::Client { role, source })?;
+    consumer
+        .subscribe(topics)
+        .map_err(|source| Error::Client { role, source })?;
+    Ok((consumer, context))
+}
+
+/// Creates an idempotent producer.
+pub fn producer(config: &KafkaConfig, role: &'static str) -> Result<FutureProducer> {
+    config
+        .producer(role)
+        .create()
+        .map_err(|source| Error::Client { role, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_through_properties_cannot_weaken_the_delivery_guarantees() {
+        let mut config = KafkaConfig::default();
+        config
+            .properties
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        config
+            .properties
+            .insert("enable.idempotence".into(), "false".into());
+        config
+            .properties
+            .insert("enable.auto.offset.store".into(), "true".into());
+        let p = config.producer("test");
+        assert_eq!(p.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(p.get("enable.idempotence"), Some("true"));
+        assert_eq!(p.get("acks"), Some("all"));
+        let c = config.consumer("test", "g");
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("group.id"), Some("g"));
+    }
+
+    #[test]
+    fn only_the_profile_topic_is_compacted() {
+        let specs = KafkaConfig::default().topic_specs();
+        assert_eq!(specs.len(), 6);
+        let compacted: Vec<_> = specs
+            .iter()
+            .filter(|s| s.compacted)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(compacted, vec!["customer-profiles"]);
+    }
+
+    #[test]
+    fn a_partition_count_mismatch_names_the_fix() {
+        let specs = KafkaConfig::default().topic_specs();
+        let existing: BTreeMap<String, i32> = [("orders".to_owned(), 12)].into();
+        let err = check_partitions(&specs, &existing).unwrap_err().to_string();
+        assert!(
+            err.contains("orders has 12 partitions but 4") && err.contains("partitions = 12"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn configuration_problems_are_reported_together() {
+        let config = KafkaConfig {
+            brokers: " ".into(),
+            partitions: 0,
+            topics: Topics {
+                dlq: "orders".into(),
+                ..Topics::default()
+            },
+            ..KafkaConfig::default()
+        };
+        let errors = config.validate().unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+
+    #[test]
+    fn unreachable_brokers_are_reported_not_hung_on() {
+        let config = KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            ..KafkaConfig::default()
+        };
+        let err = partition_counts(&config, &["orders"], Duration::from_millis(500))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("127.0.0.1:1") && err.contains("reachable"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! What every churnwatch service process needs around its work: configuration layered as
+//! defaults < TOML file < `CHURNWATCH_*` environment < command-line flags, tracing set-up
+//! (`--log-format json|pretty`, `--log-level`), and a shutdown token cancelled by SIGTERM or
+//! SIGINT.
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+pub use tokio_util::sync::CancellationToken;
+
+/// A configuration that could not be loaded, with every problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", problems.join("\n  - "))]
+pub struct ConfigError {
+    /// Each problem, naming the key or flag to fix.
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    /// Returns an error holding these problems.
+    pub fn new(problems: Vec<String>) -> Self {
+        Self { problems }
+    }
+}
+
+/// Loads a configuration: the type's defaults, then the TOML `file` if given, then
+/// `overrides` (the values of flags and `CHURNWATCH_*` variables the user set, as JSON; clap
+/// already gives flags precedence over the environment).
+///
+/// # Errors
+///
+/// Every unknown key and ill-typed value found, each naming the key; a missing or unreadable
+/// file names the file.
+pub fn layered<T: DeserializeOwned + Serialize + Default>(
+    file: Option<&Path>,
+    overrides: serde_json::Value,
+) -> Result<T, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::new(vec![format!(
+                "configuration file {} does not exist",
+                path.display()
+            )]));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment.merge(Serialized::defaults(overrides));
+    figment
+        .extract::<T>()
+        .map_err(|e| ConfigError::new(e.into_iter().map(|e| describe(&e)).collect()))
+}
+
+fn describe(e: &figment::Error) -> String {
+    let key = e.path.join(".");
+    let origin = e
+        .metadata
+        .as_ref()
+        .map(|m| m.name.to_string())
+        .unwrap_or_default();
+    match (key.is_empty(), origin.is_empty()) {
+        (true, _) => e.kind.to_string(),
+        (false, true) => format!("{key}: {}", e.kind),
+        (false, false) => format!("{key} (from {origin}): {}", e.kind),
+    }
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pretty" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            other => Err(format!("log format {other:?} must be pretty or json")),
+        }
+    }
+}
+
+/// Installs the global tracing subscriber writing to standard error; `level` is an
+/// `EnvFilter` directive such as `info` or `scoring=debug,rdkafka=warn`.
+///
+/// # Errors
+///
+/// When the level directive does not parse.
+pub fn init_tracing(format: LogFormat, level: &str) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(level).map_err(|e| format!("log level {level:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
+    // A second init (tests, the all-in-one binary) keeps the first subscriber.
+    let _ = result;
+    Ok(())
+}
+
+/// Returns a token cancelled on the first SIGTERM or SIGINT. Must be called inside a tokio
+/// runtime.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        cancel.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct Config {
+        brokers: String,
+        batch_size: usize,
+        group_id: String,
+    }
+
+    impl Default for Config {
+        fn default() -> Self {
+            Self {
+                brokers: "localhost:9092".into(),
+                batch_size: 500,
+                group_id: "g".into(),
+            }
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "brokers = \"kafka:9092\"\nbatch_size = 100\n").unwrap();
+        let c: Config = layered(Some(&file), serde_json::json!({ "batch_size": 42 })).unwrap();
+        assert_eq!(
+            c,
+            Config {
+                brokers: "kafka:9092".into(),
+                batch_size: 42,
+                group_id: "g".into()
+            }
+        );
+    }
+
+    #[test]
+    fn every_problem_in_a_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "brokerz = \"x\"\nbatch_size = \"many\"\n").unwrap();
+        let err = layered::<Config>(Some(&file), serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("brokerz") || err.contains("batch_size"),
+            "{err}"
+        );
+        let err = layered::<Config>(Some(&dir.path().join("none.toml")), serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("none.toml") && err.contains("does not exist"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn log_formats_parse_and_bad_ones_say_which_are_allowed() {
+        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert!(
+            "xml"
+                .parse::<LogFormat>()
+                .unwrap_err()
+                .contains("pretty or json")
+        );
+        assert!(init_tracing(LogFormat::Pretty, "not a [valid directive").is_err());
+    }
+}

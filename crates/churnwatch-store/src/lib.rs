@@ -1,0 +1,586 @@
+//! The sled store behind the scoring service: one tree per Kafka partition holding customer
+//! states, the event-id de-duplication index, silence timers, the partition's watermark and an
+//! outbox of events to publish, plus a meta tree for the schema version and the fitted model.
+//! Everything a consumer batch changes in a partition is written in one atomic sled batch, and
+//! [`Store::flush`] makes it durable before offsets are stored.
+//!
+//! sled is not the source of truth: every state can be rebuilt by replaying the
+//! `orders-accepted` topic from the beginning into an empty directory.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use churnwatch_core::engine::{StateStore, TimerIndex};
+use churnwatch_core::{CustomerState, ModelParams, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// Version of the on-disk layout; a store written by another version is refused.
+pub const STORE_VERSION: u32 = 1;
+
+/// Errors of the store, each naming what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// sled failed (disk, permissions, corruption).
+    #[error("state store at {path}: {source}")]
+    Sled {
+        /// The store directory.
+        path: String,
+        /// What sled said.
+        #[source]
+        source: sled::Error,
+    },
+    /// The directory was written by an incompatible version.
+    #[error(
+        "state store at {path} has layout version {found}, this build reads {expected}; rebuild it by starting with an empty --state-dir (scoring replays orders-accepted)"
+    )]
+    Version {
+        /// The store directory.
+        path: String,
+        /// Version on disk.
+        found: u32,
+        /// Version this build reads.
+        expected: u32,
+    },
+    /// A stored value does not decode.
+    #[error("state store at {path}: corrupt value under {key}: {message}")]
+    Corrupt {
+        /// The store directory.
+        path: String,
+        /// The key.
+        key: String,
+        /// The decoder's complaint.
+        message: String,
+    },
+}
+
+/// The store's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+const META_VERSION: &[u8] = b"version";
+const META_MODEL: &[u8] = b"model";
+
+const STATE: u8 = b's';
+const SEEN: u8 = b'd';
+const SEEN_BY_TIME: u8 = b'e';
+const TIMER: u8 = b't';
+const TIMER_OF: u8 = b'n';
+const WATERMARK: &[u8] = b"mwatermark";
+const OUTBOX: u8 = b'o';
+
+/// The sled database of one scoring process.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    path: String,
+}
+
+/// Where an outbox record goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Destination {
+    /// The `customer-risk` topic.
+    Risk,
+    /// The `customer-stage` topic.
+    Stage,
+    /// The compacted `customer-profiles` topic.
+    Profile,
+}
+
+/// A message waiting to be published: written with the state change that caused it, deleted
+/// once Kafka acknowledged it, re-sent after a crash in between.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// Where it goes.
+    pub destination: Destination,
+    /// The message key (the customer id).
+    pub key: String,
+    /// The JSON payload.
+    pub payload: Vec<u8>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sled`] when the directory cannot be opened (in use by another process, not
+    /// writable), [`Error::Version`] when it holds another layout version.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.display().to_string();
+        let sled_err = |source| Error::Sled {
+            path: path.clone(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(sled_err)?;
+        let meta = db.open_tree("meta").map_err(sled_err)?;
+        match meta.get(META_VERSION).map_err(sled_err)? {
+            None => {
+                meta.insert(META_VERSION, &STORE_VERSION.to_be_bytes())
+                    .map_err(sled_err)?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(0);
+                if found != STORE_VERSION {
+                    return Err(Error::Version {
+                        path,
+                        found,
+                        expected: STORE_VERSION,
+                    });
+                }
+            }
+        }
+        Ok(Self { db, meta, path })
+    }
+
+    fn sled_err(&self, source: sled::Error) -> Error {
+        Error::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Returns the store of one partition.
+    pub fn partition(&self, partition: i32) -> Result<Partition> {
+        let tree = self
+            .db
+            .open_tree(format!("partition-{partition}"))
+            .map_err(|e| self.sled_err(e))?;
+        Ok(Partition {
+            db: self.db.clone(),
+            tree,
+            partition,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Returns the partitions that have data here.
+    pub fn partitions(&self) -> Vec<i32> {
+        let mut out: Vec<i32> = self
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|n| {
+                std::str::from_utf8(n)
+                    .ok()?
+                    .strip_prefix("partition-")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Returns the stored model parameters, if a fit was ever stored.
+    pub fn model_params(&self) -> Result<Option<ModelParams>> {
+        let Some(bytes) = self.meta.get(META_MODEL).map_err(|e| self.sled_err(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Corrupt {
+                path: self.path.clone(),
+                key: "meta/model".into(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Stores the model parameters (durable after the next flush).
+    pub fn set_model_params(&self, params: &ModelParams) -> Result<()> {
+        let bytes = serde_json::to_vec(params).expect("model parameters serialize");
+        self.meta
+            .insert(META_MODEL, bytes)
+            .map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable; returns the bytes flushed.
+    pub fn flush(&self) -> Result<usize> {
+        self.db.flush().map_err(|e| self.sled_err(e))
+    }
+
+    /// Returns the bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        self.db.size_on_disk().map_err(|e| self.sled_err(e))
+    }
+}
+
+/// The data of one partition.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    db: sled::Db,
+    tree: sled::Tree,
+    partition: i32,
+    path: String,
+}
+
+/// Everything one batch changes in a partition, written atomically by [`Partition::commit`].
+#[derive(Debug, Default)]
+pub struct Commit<'a> {
+    /// States to write.
+    pub states: Vec<&'a CustomerState>,
+    /// Event ids processed, with their event time.
+    pub seen: &'a [(String, Timestamp)],
+    /// Customers' timers now (`None`: removed).
+    pub timers: Option<&'a HashMap<String, Option<Timestamp>>>,
+    /// The partition's watermark.
+    pub watermark: Option<Timestamp>,
+    /// Messages to publish.
+    pub outbox_add: Vec<OutboxRecord>,
+    /// Published messages to forget.
+    pub outbox_remove: Vec<u64>,
+    /// Forget event ids older than this event time.
+    pub forget_seen_before: Option<Timestamp>,
+}
+
+/// Encodes a timestamp so byte order is time order.
+fn time_key(t: Timestamp) -> [u8; 8] {
+    ((t.0 as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn time_from_key(bytes: &[u8]) -> Option<Timestamp> {
+    let raw = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    Some(Timestamp((raw ^ (1 << 63)) as i64))
+}
+
+fn key(tag: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + rest.len());
+    k.push(tag);
+    k.extend_from_slice(rest);
+    k
+}
+
+fn key2(tag: u8, a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + a.len() + b.len());
+    k.push(tag);
+    k.extend_from_slice(a);
+    k.extend_from_slice(b);
+    k
+}
+
+impl Partition {
+    /// Returns the partition number.
+    pub fn id(&self) -> i32 {
+        self.partition
+    }
+
+    fn sled_err(&self, source: sled::Error) -> Error {
+        Error::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, what: &str, message: impl ToString) -> Error {
+        Error::Corrupt {
+            path: self.path.clone(),
+            key: format!("partition-{}/{what}", self.partition),
+            message: message.to_string(),
+        }
+    }
+
+    /// Returns a customer's state.
+    pub fn state(&self, customer_id: &str) -> Result<Option<CustomerState>> {
+        let Some(bytes) = self
+            .tree
+            .get(key(STATE, customer_id.as_bytes()))
+            .map_err(|e| self.sled_err(e))?
+        else {
+            return Ok(None);
+        };
+        postcard::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| self.corrupt(&format!("state/{customer_id}"), e))
+    }
+
+    /// Returns every state of the partition, in customer-id order.
+    pub fn states(&self) -> impl Iterator<Item = Result<CustomerState>> + '_ {
+        self.tree.scan_prefix([STATE]).map(move |kv| {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            postcard::from_bytes(&v).map_err(|e| {
+                self.corrupt(&format!("state/{}", String::from_utf8_lossy(&k[1..])), e)
+            })
+        })
+    }
+
+    /// Returns whether an event id was processed (and not yet forgotten).
+    pub fn was_seen(&self, event_id: &str) -> Result<bool> {
+        self.tree
+            .contains_key(key(SEEN, event_id.as_bytes()))
+            .map_err(|e| self.sled_err(e))
+    }
+
+    /// Returns the number of event ids remembered.
+    pub fn seen_count(&self) -> usize {
+        self.tree.scan_prefix([SEEN]).count()
+    }
+
+    /// Returns the partition's watermark.
+    pub fn watermark(&self) -> Result<Option<Timestamp>> {
+        let v = self.tree.get(WATERMARK).map_err(|e| self.sled_err(e))?;
+        v.map(|b| time_from_key(&b).ok_or_else(|| self.corrupt("watermark", "not 8 bytes")))
+            .transpose()
+    }
+
+    /// Returns every pending timer.
+    pub fn timers(&self) -> Result<TimerIndex> {
+        let mut timers = Vec::new();
+        for kv in self.tree.scan_prefix([TIMER_OF]) {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let customer =
+                String::from_utf8(k[1..].to_vec()).map_err(|e| self.corrupt("timer", e))?;
+            let due = time_from_key(&v).ok_or_else(|| self.corrupt("timer", "not 8 bytes"))?;
+            timers.push((customer, due));
+        }
+        Ok(TimerIndex::from_timers(timers))
+    }
+
+    /// Returns the messages waiting to be published, oldest first, with their sequence numbers.
+    pub fn outbox(&self) -> Result<Vec<(u64, OutboxRecord)>> {
+        self.tree
+            .scan_prefix([OUTBOX])
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+                let seq = u64::from_be_bytes(
+                    k[1..9]
+                        .try_into()
+                        .map_err(|_| self.corrupt("outbox", "bad key"))?,
+                );
+                let record = postcard::from_bytes(&v).map_err(|e| self.corrupt("outbox", e))?;
+                Ok((seq, record))
+            })
+            .collect()
+    }
+
+    /// Writes one batch's changes atomically and returns the sequence numbers given to the
+    /// outbox records (in order). Durable after [`Store::flush`].
+    pub fn commit(&self, c: &Commit<'_>) -> Result<Vec<u64>> {
+        let mut batch = sled::Batch::default();
+        for s in &c.states {
+            let bytes = postcard::to_stdvec(s).expect("customer state serializes");
+            batch.insert(key(STATE, s.customer_id.as_bytes()), bytes);
+        }
+        for (id, at) in c.seen {
+            batch.insert(key(SEEN, id.as_bytes()), &time_key(*at));
+            batch.insert(key2(SEEN_BY_TIME, &time_key(*at), id.as_bytes()), &[]);
+        }
+        if let Some(before) = c.forget_seen_before {
+            let end = key(SEEN_BY_TIME, &time_key(before));
+            for kv in self.tree.range(vec![SEEN_BY_TIME]..end) {
+                let (k, _) = kv.map_err(|e| self.sled_err(e))?;
+                batch.remove(key(SEEN, &k[9..]));
+                batch.remove(k);
+            }
+        }
+        for (customer, due) in c.timers.into_iter().flatten() {
+            let of = key(TIMER_OF, customer.as_bytes());
+            if let Some(old) = self.tree.get(&of).map_err(|e| self.sled_err(e))? {
+                batch.remove(key2(TIMER, &old, customer.as_bytes()));
+            }
+            match due {
+                Some(due) => {
+                    batch.insert(of, &time_key(*due));
+                    batch.insert(key2(TIMER, &time_key(*due), customer.as_bytes()), &[]);
+                }
+                None => batch.remove(of),
+            }
+        }
+        if let Some(w) = c.watermark {
+            batch.insert(WATERMARK, &time_key(w));
+        }
+        let mut seqs = Vec::with_capacity(c.outbox_add.len());
+        for record in &c.outbox_add {
+            // Monotonic per database, so outbox order is publication order.
+            let seq = self.db.generate_id().map_err(|e| self.sled_err(e))?;
+            batch.insert(
+                key(OUTBOX, &seq.to_be_bytes()),
+                postcard::to_stdvec(record).expect("outbox record serializes"),
+            );
+            seqs.push(seq);
+        }
+        for seq in &c.outbox_remove {
+            batch.remove(key(OUTBOX, &seq.to_be_bytes()));
+        }
+        self.tree.apply_batch(batch).map_err(|e| self.sled_err(e))?;
+        Ok(seqs)
+    }
+}
+
+impl StateStore for Partition {
+    type Error = Error;
+
+    fn load(&mut self, customer_id: &str) -> Result<Option<CustomerState>> {
+        self.state(customer_id)
+    }
+
+    fn seen(&mut self, event_id: &str) -> Result<bool> {
+        self.was_seen(event_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(id: &str, orders: u32) -> CustomerState {
+        let mut s = CustomerState::new(id);
+        s.totals.orders = orders;
+        s
+    }
+
+    #[test]
+    fn a_commit_is_read_back_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let p = store.partition(3).unwrap();
+            let a = state("a", 2);
+            let seen = vec![
+                ("e1".to_owned(), Timestamp(100)),
+                ("e2".to_owned(), Timestamp(200)),
+            ];
+            let timers: HashMap<_, _> = [
+                ("a".to_owned(), Some(Timestamp(500))),
+                ("b".to_owned(), Some(Timestamp(400))),
+            ]
+            .into();
+            let seqs = p
+                .commit(&Commit {
+                    states: vec![&a],
+                    seen: &seen,
+                    timers: Some(&timers),
+                    watermark: Some(Timestamp(250)),
+                    outbox_add: vec![OutboxRecord {
+                        destination: Destination::Risk,
+                        key: "a".into(),
+                        payload: b"{}".to_vec(),
+                    }],
+                    ..Commit::default()
+                })
+                .unwrap();
+            assert_eq!(seqs.len(), 1);
+            store.set_model_params(&ModelParams::default()).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.partitions(), vec![3]);
+        let p = store.partition(3).unwrap();
+        assert_eq!(p.state("a").unwrap().unwrap().totals.orders, 2);
+        assert!(p.state("zz").unwrap().is_none());
+        assert!(p.was_seen("e1").unwrap() && !p.was_seen("e3").unwrap());
+        assert_eq!(p.watermark().unwrap(), Some(Timestamp(250)));
+        let mut timers = p.timers().unwrap();
+        assert_eq!(
+            timers.pop_due(Timestamp(1_000)),
+            Some((Timestamp(400), "b".into()))
+        );
+        assert_eq!(p.outbox().unwrap().len(), 1);
+        assert_eq!(store.model_params().unwrap(), Some(ModelParams::default()));
+    }
+
+    #[test]
+    fn timers_move_and_event_ids_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let p = store.partition(0).unwrap();
+        let seen = vec![
+            ("old".to_owned(), Timestamp(10)),
+            ("new".to_owned(), Timestamp(1_000)),
+        ];
+        let t1: HashMap<_, _> = [("a".to_owned(), Some(Timestamp(50)))].into();
+        p.commit(&Commit {
+            seen: &seen,
+            timers: Some(&t1),
+            ..Commit::default()
+        })
+        .unwrap();
+        let t2: HashMap<_, _> = [("a".to_owned(), Some(Timestamp(90)))].into();
+        p.commit(&Commit {
+            timers: Some(&t2),
+            forget_seen_before: Some(Timestamp(500)),
+            ..Commit::default()
+        })
+        .unwrap();
+        let mut timers = p.timers().unwrap();
+        assert_eq!(timers.len(), 1);
+        assert_eq!(
+            timers.pop_due(Timestamp(100)),
+            Some((Timestamp(90), "a".into()))
+        );
+        assert_eq!(
+            p.tree.scan_prefix([TIMER]).count(),
+            1,
+            "the old timer key is gone"
+        );
+        assert!(!p.was_seen("old").unwrap(), "forgotten");
+        assert!(p.was_seen("new").unwrap());
+        let none: HashMap<_, _> = [("a".to_owned(), None)].into();
+        p.commit(&Commit {
+            timers: Some(&none),
+            ..Commit::default()
+        })
+        .unwrap();
+        assert!(p.timers().unwrap().is_empty());
+        assert_eq!(p.tree.scan_prefix([TIMER]).count(), 0);
+    }
+
+    #[test]
+    fn negative_and_positive_times_sort_in_order() {
+        let mut keys: Vec<[u8; 8]> = [5, -3, 0, i64::MAX, i64::MIN, -1]
+            .map(|t| time_key(Timestamp(t)))
+            .to_vec();
+        keys.sort();
+        let back: Vec<i64> = keys.iter().map(|k| time_from_key(k).unwrap().0).collect();
+        assert_eq!(back, vec![i64::MIN, -3, -1, 0, 5, i64::MAX]);
+    }
+
+    #[test]
+    fn the_outbox_is_emptied_by_sequence_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let p = store.partition(1).unwrap();
+        let record = |k: &str| OutboxRecord {
+            destination: Destination::Profile,
+            key: k.into(),
+            payload: vec![1],
+        };
+        let seqs = p
+            .commit(&Commit {
+                outbox_add: vec![record("x"), record("y")],
+                ..Commit::default()
+            })
+            .unwrap();
+        assert!(seqs[0] < seqs[1]);
+        p.commit(&Commit {
+            outbox_remove: vec![seqs[0]],
+            ..Commit::default()
+        })
+        .unwrap();
+        let left = p.outbox().unwrap();
+        assert_eq!(left, vec![(seqs[1], record("y"))]);
+    }
+
+    #[test]
+    fn a_store_of_another_version_is_refused_with_a_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .meta
+                .insert(META_VERSION, &99u32.to_be_bytes())
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("version 99") && err.contains("empty --state-dir"),
+            "{err}"
+        );
+    }
+}
