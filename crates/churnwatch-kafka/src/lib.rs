@@ -13,9 +13,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -536,4 +537,100 @@ mod tests {
             "{err}"
         );
     }
+}
+
+/// Polls up to `max` messages, waiting at most `timeout` in total (less once `stop` says so).
+pub fn poll_batch(
+    consumer: &SafeConsumer,
+    max: usize,
+    timeout: Duration,
+    stop: &dyn Fn() -> bool,
+) -> Vec<OwnedMessage> {
+    let mut batch = Vec::with_capacity(max.min(4096));
+    let deadline = std::time::Instant::now() + timeout;
+    while batch.len() < max && !stop() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match consumer.poll(left) {
+            Some(Ok(m)) => batch.push(m.detach()),
+            Some(Err(e)) => {
+                warn!(error = %e, "consumer error; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            None => {}
+        }
+    }
+    batch
+}
+
+/// Stores, per partition, the offset after the last message of `batch`: call only once the
+/// work the batch caused is durable and acknowledged.
+pub fn store_batch_offsets(consumer: &SafeConsumer, batch: &[OwnedMessage]) {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let e = next.entry((m.topic(), m.partition())).or_insert(0);
+        *e = (*e).max(m.offset() + 1);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+            warn!(error = %e, topic, partition, "cannot record offset");
+        }
+    }
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        // Typically the partition was revoked meanwhile; the new owner redoes the batch.
+        warn!(error = %e, "cannot store offsets; the batch will be redelivered");
+    }
+}
+
+/// Enqueues a record, waiting while the producer's local queue is full.
+pub fn send(producer: &FutureProducer, mut record: FutureRecord<'_, [u8], [u8]>) -> DeliveryFuture {
+    loop {
+        match producer.send_result(record) {
+            Ok(future) => return future,
+            Err((_, r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// Sends `count` records built by `make` and waits for every acknowledgement, re-sending
+/// failures with backoff until all are acknowledged (true) or `stop` says to give up (false).
+pub fn send_all<'a>(
+    producer: &FutureProducer,
+    count: usize,
+    make: &dyn Fn(usize) -> FutureRecord<'a, [u8], [u8]>,
+    stop: &dyn Fn() -> bool,
+) -> bool {
+    let mut pending: Vec<usize> = (0..count).collect();
+    let mut backoff = Duration::from_millis(100);
+    while !pending.is_empty() {
+        let futures: Vec<DeliveryFuture> =
+            pending.iter().map(|i| send(producer, make(*i))).collect();
+        let results = futures::executor::block_on(futures::future::join_all(futures));
+        pending = pending
+            .into_iter()
+            .zip(results)
+            .filter_map(|(i, res)| match res {
+                Ok(Ok(_)) => None,
+                Ok(Err((e, _))) => {
+                    warn!(error = %e, "produce failed; will retry");
+                    Some(i)
+                }
+                Err(_) => Some(i),
+            })
+            .collect();
+        if !pending.is_empty() {
+            if stop() {
+                return false;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+    true
 }

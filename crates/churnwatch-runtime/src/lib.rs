@@ -222,3 +222,83 @@ mod tests {
         assert!(init_tracing(LogFormat::Pretty, "not a [valid directive").is_err());
     }
 }
+
+/// The configuration values a user set through flags or `CHURNWATCH_*` variables, as the top
+/// layer for [`layered`].
+#[derive(Debug, Default, Clone)]
+pub struct Overrides(serde_json::Value);
+
+impl Overrides {
+    /// Returns an empty set of overrides.
+    pub fn new() -> Self {
+        Self(serde_json::json!({}))
+    }
+
+    /// Sets the dotted `path` (e.g. `kafka.brokers`) when `value` is given.
+    pub fn set<T: Serialize>(&mut self, path: &str, value: Option<T>) -> &mut Self {
+        if let Some(v) = value {
+            let mut node = &mut self.0;
+            for part in path.split('.') {
+                if !node.is_object() {
+                    *node = serde_json::json!({});
+                }
+                node = node
+                    .as_object_mut()
+                    .expect("just made an object")
+                    .entry(part)
+                    .or_insert(serde_json::Value::Null);
+            }
+            *node = serde_json::to_value(v).expect("override values serialize");
+        }
+        self
+    }
+
+    /// Sets `path` to a map from `KEY=VALUE` strings (such as `--kafka-property`).
+    ///
+    /// # Errors
+    ///
+    /// Names the entry that has no `=`.
+    pub fn key_values(&mut self, path: &str, entries: &[String]) -> Result<&mut Self, String> {
+        if entries.is_empty() {
+            return Ok(self);
+        }
+        let mut map = std::collections::BTreeMap::new();
+        for e in entries {
+            let (k, v) = e
+                .split_once('=')
+                .ok_or_else(|| format!("{e:?} must look like KEY=VALUE"))?;
+            map.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+        Ok(self.set(path, Some(map)))
+    }
+
+    /// Returns the overrides as JSON.
+    pub fn into_value(self) -> serde_json::Value {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod override_tests {
+    use super::*;
+
+    #[test]
+    fn dotted_paths_build_nested_values_and_absent_values_are_skipped() {
+        let mut o = Overrides::new();
+        o.set("kafka.brokers", Some("b:1"))
+            .set("kafka.topics.orders", Some("o"))
+            .set("group_id", None::<String>);
+        o.key_values("kafka.properties", &["a=1".into(), " b = 2 ".into()])
+            .unwrap();
+        assert_eq!(
+            o.into_value(),
+            serde_json::json!({"kafka": {"brokers": "b:1", "topics": {"orders": "o"}, "properties": {"a": "1", "b": "2"}}})
+        );
+        assert!(
+            Overrides::new()
+                .key_values("p", &["novalue".into()])
+                .unwrap_err()
+                .contains("KEY=VALUE")
+        );
+    }
+}

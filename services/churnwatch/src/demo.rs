@@ -1,14 +1,22 @@
-//! `churnwatch demo`: a synthetic order feed through the whole scoring core, in process, with
-//! a summary of what a retention team would look at.
+//! `churnwatch demo` (the default command): the whole pipeline on an in-process broker, fed
+//! by the synthetic generator, with a live summary of what a retention team would look at.
 
-use std::time::Instant;
+use std::io::IsTerminal;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use churnwatch_core::output::Profile;
 use churnwatch_core::{RiskLevel, Stage};
+use churnwatch_kafka::KafkaConfig;
+use churnwatch_runtime::CancellationToken;
 use churnwatch_synth::{SynthConfig, generate};
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use order_ingest::IngestConfig;
+use scoring::{ClockKind, ScoringConfig};
 
-use crate::eval::{CoreArgs, score};
+use crate::eval::CoreArgs;
+use crate::pipeline::{EmbeddedBroker, Pipeline, feed};
 use crate::progress;
 
 /// Arguments of `churnwatch demo`.
@@ -26,6 +34,13 @@ pub struct DemoArgs {
     /// Customers shown in the at-risk list.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Partitions of every topic.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Exit once the whole feed went through the pipeline, printing the final summary
+    /// (otherwise the summary stays on screen until Ctrl-C).
+    #[arg(long)]
+    pub once: bool,
     #[command(flatten)]
     pub core: CoreArgs,
 }
@@ -37,6 +52,8 @@ impl Default for DemoArgs {
             months: 24,
             seed: 7,
             top: 10,
+            partitions: 4,
+            once: false,
             core: CoreArgs {
                 reporting_currency: churnwatch_core::money::CurrencyCode::default(),
                 fx_rates: churnwatch_synth::FX_RATES_TO_USD.to_owned(),
@@ -46,7 +63,7 @@ impl Default for DemoArgs {
     }
 }
 
-/// Formats minor units of a two-decimal currency.
+/// Formats minor units of a currency.
 pub fn money(minor: i64, currency: churnwatch_core::money::CurrencyCode) -> String {
     let exp = currency.exponent();
     if exp == 0 {
@@ -63,90 +80,167 @@ pub fn money(minor: i64, currency: churnwatch_core::money::CurrencyCode) -> Stri
 }
 
 /// Runs `churnwatch demo`.
-pub fn run(args: &DemoArgs) -> Result<()> {
-    let parse = args.core.parse_config()?;
-    let config = SynthConfig {
+pub fn run(args: &DemoArgs, shutdown: &CancellationToken) -> Result<()> {
+    args.core.parse_config()?;
+    let kafka = KafkaConfig {
+        partitions: args.partitions,
+        client_id: "churnwatch-demo".into(),
+        ..KafkaConfig::default()
+    };
+    let broker = EmbeddedBroker::start(&kafka)?;
+    let kafka = KafkaConfig {
+        brokers: broker.bootstrap_servers(),
+        ..kafka
+    };
+    let state = tempfile::tempdir()?;
+    let ingest = IngestConfig {
+        kafka: kafka.clone(),
+        reporting_currency: args.core.reporting_currency.code().to_owned(),
+        fx_rates: args.core.fx_rates.clone(),
+        ..IngestConfig::default()
+    };
+    // The feed is history: evaluate on event time, as a replay would.
+    let scoring = ScoringConfig {
+        kafka: kafka.clone(),
+        state_dir: state.path().to_owned(),
+        clock: ClockKind::Event,
+        refit_interval: Some(Duration::from_secs(15)),
+        ..ScoringConfig::default()
+    };
+    eprintln!(
+        "churnwatch demo: embedded Kafka broker at {}, {} synthetic customers over {} months",
+        kafka.brokers, args.customers, args.months
+    );
+    let pipeline = Pipeline::start(ingest, scoring, shutdown)?;
+
+    let spinner = progress::spinner("simulating");
+    let data = generate(&SynthConfig {
         malformed_rate: 0.01,
         duplicate_rate: 0.01,
         ..SynthConfig::new(args.customers, args.months, args.seed)
-    };
-    eprintln!(
-        "churnwatch demo: {} synthetic customers over {} months, through the scoring core in process",
-        args.customers, args.months
-    );
-    let spinner = progress::spinner("simulating");
-    let data = generate(&config)?;
+    })?;
     spinner.finish_and_clear();
-
-    let bar = progress::items(data.len() as u64, "lines");
+    let producer = churnwatch_kafka::producer(&kafka, "feeder")?;
+    let bar = progress::items(data.len() as u64, "events");
+    bar.set_message("feeding");
     let started = Instant::now();
     let lines = data.events().map(|e| {
         let mut line = Vec::with_capacity(512);
         e.append_json(&mut line);
-        Ok(line)
+        (e.customer_id(), line)
     });
-    let as_of = churnwatch_core::Timestamp(data.end().unix_timestamp());
-    let (run, as_of, _) = crate::offline::run_core(
-        lines,
-        &parse,
-        churnwatch_core::Model::default(),
-        Some(as_of),
-        args.core.refit_every_secs(),
-        &bar,
-    )?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let report = score(&run, data.truth(), as_of);
+    let fed = feed(&producer, &kafka.topics.orders, lines, &bar)?;
+    bar.finish_and_clear();
+    let fed_secs = started.elapsed().as_secs_f64();
+    eprintln!("fed {fed} events in {fed_secs:.1} s; processing");
 
-    println!(
-        "{} lines in {:.2} s ({:.0} lines/s, {} model refits): {} events applied, {} duplicates ignored, {} rejected",
-        run.lines,
-        elapsed,
-        run.lines as f64 / elapsed,
-        run.refits.len(),
-        run.applied,
-        run.duplicates,
-        run.rejected.values().sum::<u64>()
-    );
-    if !run.rejected.is_empty() {
-        let list: Vec<String> = run
-            .rejected
-            .iter()
-            .map(|(c, n)| format!("{c} {n}"))
-            .collect();
-        println!("rejected by reason: {}", list.join(", "));
+    let live = std::io::stdout().is_terminal() && !args.once;
+    let mut last_draw = Instant::now() - Duration::from_secs(10);
+    let mut done_at = None;
+    loop {
+        if shutdown.is_cancelled() || !pipeline.running() {
+            break;
+        }
+        if done_at.is_none() && pipeline.caught_up(fed) {
+            done_at = Some(started.elapsed().as_secs_f64());
+            if args.once {
+                break;
+            }
+        }
+        if live && last_draw.elapsed() >= Duration::from_secs(1) {
+            print!(
+                "\x1b[2J\x1b[H{}",
+                summary(
+                    &pipeline,
+                    args,
+                    fed,
+                    started.elapsed().as_secs_f64(),
+                    done_at
+                )
+            );
+            println!("\n(Ctrl-C to stop)");
+            last_draw = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    println!(
-        "{} risk-level changes and {} stage changes emitted\n",
-        run.risk_changes, run.stage_changes
+    let elapsed = done_at.unwrap_or(started.elapsed().as_secs_f64());
+    let text = summary(&pipeline, args, fed, elapsed, done_at);
+    shutdown.cancel();
+    pipeline_result(pipeline)?;
+    print!("{text}");
+    Ok(())
+}
+
+fn pipeline_result(pipeline: Pipeline) -> Result<()> {
+    pipeline.join()
+}
+
+/// Renders the summary a retention team looks at.
+pub fn summary(
+    pipeline: &Pipeline,
+    args: &DemoArgs,
+    fed: u64,
+    elapsed: f64,
+    done_at: Option<f64>,
+) -> String {
+    use std::fmt::Write;
+    let i = &pipeline.ingest;
+    let s = &pipeline.scoring;
+    let scored = s.applied.load(Ordering::Relaxed) + s.duplicates.load(Ordering::Relaxed);
+    let mut out = String::new();
+    let state = if done_at.is_some() {
+        "all events processed"
+    } else {
+        "processing"
+    };
+    let _ = writeln!(
+        out,
+        "churnwatch: {state} - {fed} events fed, {} validated, {} scored ({} duplicates ignored), {:.0} events/s end to end",
+        i.consumed.load(Ordering::Relaxed),
+        scored,
+        s.duplicates.load(Ordering::Relaxed),
+        scored as f64 / elapsed.max(1e-3)
     );
-
-    println!("Customers per stage as of {as_of}:");
-    let mut stages = Table::new();
-    stages.load_preset(UTF8_FULL_CONDENSED);
-    stages.set_header(Stage::ALL.iter().map(|s| s.as_str()));
-    stages.add_row(Stage::ALL.iter().map(|s| {
-        Cell::new(run.finals.values().filter(|a| a.stage == *s).count())
-            .set_alignment(CellAlignment::Right)
+    let rejected = i.rejected_by_reason();
+    if !rejected.is_empty() {
+        let list: Vec<String> = rejected.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        let _ = writeln!(out, "rejected to orders-dlq: {}", list.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "{} risk changes and {} stage changes published; {} silence timers fired; {} model refits\n",
+        s.risk_events.load(Ordering::Relaxed),
+        s.stage_events.load(Ordering::Relaxed),
+        s.timers_fired.load(Ordering::Relaxed),
+        s.refits.load(Ordering::Relaxed)
+    );
+    let stages = s.stages();
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(Stage::ALL.iter().map(|s| s.as_str()));
+    table.add_row(Stage::ALL.iter().map(|st| {
+        Cell::new(stages.get(st).copied().unwrap_or(0)).set_alignment(CellAlignment::Right)
     }));
-    println!("{stages}");
-    let levels: Vec<String> = RiskLevel::ALL
+    let _ = writeln!(out, "Customers per stage:\n{table}");
+    let levels = s.levels();
+    let list: Vec<String> = RiskLevel::ALL
         .iter()
-        .map(|l| {
-            format!(
-                "{l} {}",
-                run.finals.values().filter(|a| a.risk_level == *l).count()
-            )
-        })
+        .map(|l| format!("{l} {}", levels.get(l).copied().unwrap_or(0)))
         .collect();
-    println!("Risk levels: {}\n", levels.join(", "));
+    let _ = writeln!(out, "Risk levels: {}\n", list.join(", "));
 
-    let mut at_risk: Vec<_> = run
-        .finals
-        .iter()
-        .filter(|(_, a)| a.risk_level >= RiskLevel::High && a.stage != Stage::Lost)
+    let profiles = s.profiles.lock().unwrap_or_else(|p| p.into_inner());
+    let mut at_risk: Vec<&Profile> = profiles
+        .values()
+        .filter(|p| p.risk_level >= RiskLevel::High && p.stage != Stage::Lost)
         .collect();
-    at_risk.sort_by(|a, b| b.1.value_at_risk.cmp(&a.1.value_at_risk).then(a.0.cmp(b.0)));
-    println!(
+    at_risk.sort_by(|a, b| {
+        b.value_at_risk
+            .cmp(&a.value_at_risk)
+            .then(a.customer_id.cmp(&b.customer_id))
+    });
+    let _ = writeln!(
+        out,
         "Top {} customers at risk (not yet lost) by value at risk:",
         args.top.min(at_risk.len())
     );
@@ -160,34 +254,24 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         "value at risk",
         "why",
     ]);
-    let currency = args.core.reporting_currency;
-    for (id, a) in at_risk.iter().take(args.top) {
-        let why: Vec<String> = a
+    for p in at_risk.iter().take(args.top) {
+        let why: Vec<String> = p
             .reasons
             .iter()
-            .map(|r| format!("{}: {}", r.code, r.detail()))
+            .map(|r| format!("{}: {}", r.code, r.detail))
             .collect();
         table.add_row(vec![
-            Cell::new(id),
-            Cell::new(a.risk_level),
-            Cell::new(format!("{:.2}", a.risk_score)),
-            Cell::new(a.stage),
-            Cell::new(money(a.value_at_risk, currency)).set_alignment(CellAlignment::Right),
+            Cell::new(&p.customer_id),
+            Cell::new(p.risk_level),
+            Cell::new(format!("{:.2}", p.risk_score)),
+            Cell::new(p.stage),
+            Cell::new(money(p.value_at_risk, args.core.reporting_currency))
+                .set_alignment(CellAlignment::Right),
             Cell::new(why.join("\n")),
         ]);
     }
-    println!("{table}");
-    println!(
-        "\nAgainst the generator's truth: precision {:.3}, recall {:.3} (recall on churns >= 60 days old {:.3}); median lead time {} days",
-        report.precision,
-        report.recall,
-        report.recall_detectable,
-        report
-            .lead_time_days
-            .median
-            .map_or("-".to_owned(), |d| format!("{d:+.0}"))
-    );
-    Ok(())
+    let _ = writeln!(out, "{table}");
+    out
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ mod demo;
 mod eval;
 mod generate;
 mod offline;
+mod pipeline;
 mod progress;
 
 use anyhow::Result;
@@ -14,8 +15,9 @@ use clap::{Parser, Subcommand};
 /// away and why, where each customer stands in its lifecycle, what churn costs, and which
 /// customers are profitable.
 ///
-/// With no command, runs the demo: a synthetic order feed through the whole scoring core, with
-/// a summary of stages, risk and the customers most at risk.
+/// With no command, runs the demo: an in-process Kafka-protocol broker, order-ingest and
+/// scoring, fed by a synthetic order stream, with a live summary of stages, risk and the
+/// customers most at risk, until Ctrl-C.
 #[derive(Debug, Parser)]
 #[command(
     name = "churnwatch",
@@ -31,7 +33,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs a synthetic feed through the scoring core and prints a live-style summary.
+    /// Runs the whole pipeline on an in-process broker with a synthetic feed and a live summary.
     Demo(demo::DemoArgs),
     /// Writes a deterministic synthetic event stream (JSON lines) and its ground truth.
     Generate(generate::GenerateArgs),
@@ -41,9 +43,24 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // Signals are caught by a small async runtime; the commands themselves run on threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let shutdown = runtime.block_on(async { churnwatch_runtime::shutdown_on_signals() });
+    let quiet = "warn,rdkafka=error";
     match cli.command {
-        None => demo::run(&demo::DemoArgs::default()),
-        Some(Command::Demo(args)) => demo::run(&args),
+        None => {
+            churnwatch_runtime::init_tracing(churnwatch_runtime::LogFormat::Pretty, quiet)
+                .map_err(anyhow::Error::msg)?;
+            demo::run(&demo::DemoArgs::default(), &shutdown)
+        }
+        Some(Command::Demo(args)) => {
+            churnwatch_runtime::init_tracing(churnwatch_runtime::LogFormat::Pretty, quiet)
+                .map_err(anyhow::Error::msg)?;
+            demo::run(&args, &shutdown)
+        }
         Some(Command::Generate(args)) => generate::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
     }

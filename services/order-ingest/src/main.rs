@@ -1,57 +1,106 @@
-//! `order-ingest`: consumes raw purchase events from Kafka, validates them with the core's
-//! parser, re-keys accepted events by customer and dead-letters what it cannot accept.
+//! The `order-ingest` binary: reads configuration, sets up tracing and signals, and runs the
+//! service.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use churnwatch_runtime::{LogFormat, Overrides, init_tracing, layered, shutdown_on_signals};
 use clap::Parser;
+use order_ingest::{IngestConfig, IngestStats};
 
 /// Consumes raw purchase events from the `orders` topic, validates and normalises them (money
 /// in minor units of the reporting currency, RFC 3339 times), produces accepted events keyed by
 /// customer_id to `orders-accepted`, and sends every rejected message to `orders-dlq` with its
 /// reason code, message, source topic/partition/offset and original bytes.
 ///
-/// Options can also be given as CHURNWATCH_* environment variables or in a TOML file.
+/// Configuration is layered: built-in defaults < the TOML file given with --config < the
+/// CHURNWATCH_* environment variables < these flags.
 #[derive(Debug, Parser)]
 #[command(name = "order-ingest", version, about, long_about)]
 struct Args {
-    /// Kafka bootstrap servers (host:port, comma-separated).
-    #[arg(long, env = "CHURNWATCH_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
-    /// Consumer group id.
-    #[arg(
-        long,
-        env = "CHURNWATCH_GROUP_ID",
-        default_value = "churnwatch-order-ingest"
-    )]
-    group_id: String,
-    /// Topic raw events are read from.
-    #[arg(long, env = "CHURNWATCH_ORDERS_TOPIC", default_value = "orders")]
-    orders_topic: String,
-    /// Topic accepted events are written to, keyed by customer_id.
-    #[arg(
-        long,
-        env = "CHURNWATCH_ACCEPTED_TOPIC",
-        default_value = "orders-accepted"
-    )]
-    accepted_topic: String,
-    /// Dead-letter topic for rejected messages.
-    #[arg(long, env = "CHURNWATCH_DLQ_TOPIC", default_value = "orders-dlq")]
-    dlq_topic: String,
-    /// Currency customer money is kept in (ISO 4217).
-    #[arg(long, env = "CHURNWATCH_REPORTING_CURRENCY", default_value = "USD")]
-    reporting_currency: String,
-    /// Exchange rates into the reporting currency, e.g. "EUR=1.08,GBP=1.27".
-    #[arg(long, env = "CHURNWATCH_FX_RATES", default_value = "")]
-    fx_rates: String,
-    /// Extra librdkafka properties (KEY=VALUE, repeatable), e.g. security.protocol=SASL_SSL.
-    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
-    kafka_properties: Vec<String>,
-    /// Optional TOML configuration file; flags and environment override it.
+    /// TOML configuration file (keys as in IngestConfig: group_id, fx_rates, [kafka] brokers, ...).
     #[arg(long, env = "CHURNWATCH_CONFIG")]
-    config: Option<std::path::PathBuf>,
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers (host:port, comma-separated).
+    #[arg(long, env = "CHURNWATCH_BROKERS")]
+    brokers: Option<String>,
+    /// Consumer group id [default: churnwatch-order-ingest].
+    #[arg(long, env = "CHURNWATCH_GROUP_ID")]
+    group_id: Option<String>,
+    /// Topic raw events are read from [default: orders].
+    #[arg(long, env = "CHURNWATCH_ORDERS_TOPIC")]
+    orders_topic: Option<String>,
+    /// Topic accepted events are written to, keyed by customer_id [default: orders-accepted].
+    #[arg(long, env = "CHURNWATCH_ACCEPTED_TOPIC")]
+    accepted_topic: Option<String>,
+    /// Dead-letter topic for rejected messages [default: orders-dlq].
+    #[arg(long, env = "CHURNWATCH_DLQ_TOPIC")]
+    dlq_topic: Option<String>,
+    /// Partitions of topics created at start-up [default: 4].
+    #[arg(long, env = "CHURNWATCH_PARTITIONS")]
+    partitions: Option<i32>,
+    /// Currency customer money is kept in (ISO 4217) [default: USD].
+    #[arg(long, env = "CHURNWATCH_REPORTING_CURRENCY")]
+    reporting_currency: Option<String>,
+    /// Exchange rates into the reporting currency, e.g. "EUR=1.08,GBP=1.27".
+    #[arg(long, env = "CHURNWATCH_FX_RATES")]
+    fx_rates: Option<String>,
+    /// Extra librdkafka properties (KEY=VALUE, repeatable), e.g. security.protocol=SASL_SSL.
+    #[arg(
+        long = "kafka-property",
+        value_name = "KEY=VALUE",
+        env = "CHURNWATCH_KAFKA_PROPERTIES",
+        value_delimiter = ','
+    )]
+    kafka_properties: Vec<String>,
+    /// Log format: pretty or json.
+    #[arg(long, env = "CHURNWATCH_LOG_FORMAT", default_value = "pretty")]
+    log_format: LogFormat,
+    /// Log level filter, e.g. info or order_ingest=debug.
+    #[arg(long, env = "CHURNWATCH_LOG_LEVEL", default_value = "info")]
+    log_level: String,
 }
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!(
-        "order-ingest cannot run yet: the Kafka pipeline is not part of this build; `churnwatch demo` runs the same validation and scoring in process"
-    )
+fn overrides(a: &Args) -> Result<serde_json::Value> {
+    let mut o = Overrides::new();
+    o.set("kafka.brokers", a.brokers.as_ref())
+        .set("kafka.partitions", a.partitions)
+        .set("kafka.topics.orders", a.orders_topic.as_ref())
+        .set("kafka.topics.accepted", a.accepted_topic.as_ref())
+        .set("kafka.topics.dlq", a.dlq_topic.as_ref())
+        .set("group_id", a.group_id.as_ref())
+        .set("reporting_currency", a.reporting_currency.as_ref())
+        .set("fx_rates", a.fx_rates.as_ref());
+    o.key_values("kafka.properties", &a.kafka_properties)
+        .map_err(|e| anyhow::anyhow!("--kafka-property {e}"))?;
+    Ok(o.into_value())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let config: IngestConfig = layered(args.config.as_deref(), overrides(&args)?)?;
+    init_tracing(args.log_format, &args.log_level).map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = shutdown_on_signals();
+        config
+            .parse_config()
+            .map_err(|e| anyhow::anyhow!("invalid configuration:\n  - {}", e.join("\n  - ")))?;
+        churnwatch_kafka::bootstrap_topics(&config.kafka, Duration::from_secs(30)).await?;
+        let (consumer, context) = churnwatch_kafka::consumer(
+            &config.kafka,
+            "order-ingest",
+            &config.group_id,
+            &[&config.kafka.topics.orders],
+        )?;
+        let producer = churnwatch_kafka::producer(&config.kafka, "order-ingest")?;
+        let stats = Arc::new(IngestStats::default());
+        let worker = tokio::task::spawn_blocking(move || {
+            order_ingest::run(&config, &consumer, &context, &producer, &shutdown, &stats)
+        });
+        worker.await.context("the ingest worker panicked")??;
+        Ok(())
+    })
 }

@@ -1,55 +1,123 @@
-//! `scoring`: keeps rolling per-customer state in sled and emits churn-risk and stage-change
-//! events.
+//! The `scoring` binary: reads configuration, sets up tracing and signals, opens the state
+//! store and runs the service.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use churnwatch_runtime::{LogFormat, Overrides, init_tracing, layered, shutdown_on_signals};
 use clap::Parser;
+use scoring::{ScoringConfig, ScoringStats};
 
 /// Consumes accepted events from `orders-accepted`, folds them into per-customer state kept in
-/// sled (one tree set per partition), evaluates customers after their events and when their
+/// sled (one tree per partition), evaluates customers after their events and when their
 /// silence timers fall due, and emits `customer-risk` and `customer-stage` events when the risk
 /// level or the lifecycle stage changes, plus full profiles to the compacted
 /// `customer-profiles` topic. Offsets are committed only after the state they cover is durable.
 ///
-/// Options can also be given as CHURNWATCH_* environment variables or in a TOML file.
+/// Configuration is layered: built-in defaults < the TOML file given with --config < the
+/// CHURNWATCH_* environment variables < these flags. The state directory can always be
+/// rebuilt: stop scoring, empty --state-dir, reset the group's offsets on orders-accepted to
+/// the earliest, and start it again.
 #[derive(Debug, Parser)]
 #[command(name = "scoring", version, about, long_about)]
 struct Args {
-    /// Kafka bootstrap servers (host:port, comma-separated).
-    #[arg(long, env = "CHURNWATCH_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
-    /// Consumer group id.
-    #[arg(
-        long,
-        env = "CHURNWATCH_GROUP_ID",
-        default_value = "churnwatch-scoring"
-    )]
-    group_id: String,
-    /// Directory of the sled state store (one process owns it).
-    #[arg(
-        long,
-        env = "CHURNWATCH_STATE_DIR",
-        default_value = "./churnwatch-state"
-    )]
-    state_dir: std::path::PathBuf,
-    /// Clock for evaluations: wall (live) or event (replay: the event-time watermark).
-    #[arg(long, env = "CHURNWATCH_CLOCK", default_value = "wall", value_parser = ["wall", "event"])]
-    clock: String,
-    /// How late an event may arrive behind the watermark, e.g. 1h or 2d.
-    #[arg(long, env = "CHURNWATCH_ALLOWED_LATENESS", default_value = "1h")]
-    allowed_lateness: String,
-    /// Interval between population refits of the BG/NBD and Gamma-Gamma models, e.g. 6h.
-    #[arg(long, env = "CHURNWATCH_REFIT_INTERVAL", default_value = "6h")]
-    refit_interval: String,
-    /// Extra librdkafka properties (KEY=VALUE, repeatable), e.g. security.protocol=SASL_SSL.
-    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
-    kafka_properties: Vec<String>,
-    /// Optional TOML configuration file; flags and environment override it.
+    /// TOML configuration file (keys as in ScoringConfig: state_dir, clock, [thresholds], [kafka] ...).
     #[arg(long, env = "CHURNWATCH_CONFIG")]
-    config: Option<std::path::PathBuf>,
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers (host:port, comma-separated).
+    #[arg(long, env = "CHURNWATCH_BROKERS")]
+    brokers: Option<String>,
+    /// Consumer group id [default: churnwatch-scoring].
+    #[arg(long, env = "CHURNWATCH_GROUP_ID")]
+    group_id: Option<String>,
+    /// Directory of the sled state store; one process owns it [default: ./churnwatch-state].
+    #[arg(long, env = "CHURNWATCH_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Clock for evaluations: wall (live) or event (replay: the event-time watermark) [default: wall].
+    #[arg(long, env = "CHURNWATCH_CLOCK", value_parser = ["wall", "event"])]
+    clock: Option<String>,
+    /// How late an event may arrive behind the newest one, e.g. 1h or 2d [default: 1h].
+    #[arg(long, env = "CHURNWATCH_ALLOWED_LATENESS")]
+    allowed_lateness: Option<String>,
+    /// Interval between population refits of the BG/NBD and Gamma-Gamma models, e.g. 6h [default: 6h].
+    #[arg(long, env = "CHURNWATCH_REFIT_INTERVAL")]
+    refit_interval: Option<String>,
+    /// Partitions of topics created at start-up [default: 4].
+    #[arg(long, env = "CHURNWATCH_PARTITIONS")]
+    partitions: Option<i32>,
+    /// Input topic of accepted events [default: orders-accepted].
+    #[arg(long, env = "CHURNWATCH_ACCEPTED_TOPIC")]
+    accepted_topic: Option<String>,
+    /// Topic of risk-level changes [default: customer-risk].
+    #[arg(long, env = "CHURNWATCH_RISK_TOPIC")]
+    risk_topic: Option<String>,
+    /// Topic of stage changes [default: customer-stage].
+    #[arg(long, env = "CHURNWATCH_STAGE_TOPIC")]
+    stage_topic: Option<String>,
+    /// Compacted topic of customer profiles [default: customer-profiles].
+    #[arg(long, env = "CHURNWATCH_PROFILES_TOPIC")]
+    profiles_topic: Option<String>,
+    /// Extra librdkafka properties (KEY=VALUE, repeatable), e.g. security.protocol=SASL_SSL.
+    #[arg(
+        long = "kafka-property",
+        value_name = "KEY=VALUE",
+        env = "CHURNWATCH_KAFKA_PROPERTIES",
+        value_delimiter = ','
+    )]
+    kafka_properties: Vec<String>,
+    /// Log format: pretty or json.
+    #[arg(long, env = "CHURNWATCH_LOG_FORMAT", default_value = "pretty")]
+    log_format: LogFormat,
+    /// Log level filter, e.g. info or scoring=debug.
+    #[arg(long, env = "CHURNWATCH_LOG_LEVEL", default_value = "info")]
+    log_level: String,
 }
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!(
-        "scoring cannot run yet: the Kafka pipeline is not part of this build; `churnwatch demo` runs the same scoring in process"
-    )
+fn overrides(a: &Args) -> Result<serde_json::Value> {
+    let mut o = Overrides::new();
+    o.set("kafka.brokers", a.brokers.as_ref())
+        .set("kafka.partitions", a.partitions)
+        .set("kafka.topics.accepted", a.accepted_topic.as_ref())
+        .set("kafka.topics.risk", a.risk_topic.as_ref())
+        .set("kafka.topics.stage", a.stage_topic.as_ref())
+        .set("kafka.topics.profiles", a.profiles_topic.as_ref())
+        .set("group_id", a.group_id.as_ref())
+        .set("state_dir", a.state_dir.as_ref())
+        .set("clock", a.clock.as_ref())
+        .set("allowed_lateness", a.allowed_lateness.as_ref())
+        .set("refit_interval", a.refit_interval.as_ref());
+    o.key_values("kafka.properties", &a.kafka_properties)
+        .map_err(|e| anyhow::anyhow!("--kafka-property {e}"))?;
+    Ok(o.into_value())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let config: ScoringConfig = layered(args.config.as_deref(), overrides(&args)?)?;
+    init_tracing(args.log_format, &args.log_level).map_err(anyhow::Error::msg)?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n  - {}", e.join("\n  - ")))?;
+    let store = churnwatch_store::Store::open(&config.state_dir)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = shutdown_on_signals();
+        churnwatch_kafka::bootstrap_topics(&config.kafka, Duration::from_secs(30)).await?;
+        let (consumer, context) = churnwatch_kafka::consumer(
+            &config.kafka,
+            "scoring",
+            &config.group_id,
+            &[&config.kafka.topics.accepted],
+        )?;
+        let producer = churnwatch_kafka::producer(&config.kafka, "scoring")?;
+        let stats = ScoringStats::default();
+        let worker = tokio::task::spawn_blocking(move || {
+            scoring::run(
+                &config, &consumer, &context, &producer, &store, &shutdown, &stats,
+            )
+        });
+        worker.await.context("the scoring worker panicked")??;
+        Ok(())
+    })
 }

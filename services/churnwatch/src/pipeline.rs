@@ -1,0 +1,182 @@
+//! The streaming pipeline in one process: order-ingest and scoring on their own threads
+//! against real brokers or librdkafka's in-process mock cluster, and a feeder that streams
+//! events into the `orders` topic.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result};
+use churnwatch_kafka::KafkaConfig;
+use churnwatch_kafka::rdkafka::mocking::MockCluster;
+use churnwatch_kafka::rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use churnwatch_runtime::CancellationToken;
+use order_ingest::{IngestConfig, IngestStats};
+use scoring::{ScoringConfig, ScoringStats};
+
+/// An in-process Kafka-protocol broker (librdkafka's mock cluster) with churnwatch's topics.
+pub struct EmbeddedBroker {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl std::fmt::Debug for EmbeddedBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBroker")
+            .field("bootstrap", &self.cluster.bootstrap_servers())
+            .finish()
+    }
+}
+
+impl EmbeddedBroker {
+    /// Starts the broker and creates the topics of `kafka` on it.
+    pub fn start(kafka: &KafkaConfig) -> Result<Self> {
+        let cluster = MockCluster::new(1).context("cannot start the embedded Kafka broker")?;
+        // The mock cluster does not answer the admin API's CreateTopics, so the topics are
+        // made through its own interface.
+        for spec in kafka.topic_specs() {
+            cluster
+                .create_topic(&spec.name, spec.partitions, 1)
+                .with_context(|| {
+                    format!("cannot create topic {} on the embedded broker", spec.name)
+                })?;
+        }
+        Ok(Self { cluster })
+    }
+
+    /// Returns the bootstrap servers to connect to.
+    pub fn bootstrap_servers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+}
+
+/// The running services.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// Ingest counters.
+    pub ingest: Arc<IngestStats>,
+    /// Scoring counters and latest profiles.
+    pub scoring: Arc<ScoringStats>,
+    threads: Vec<(&'static str, JoinHandle<Result<()>>)>,
+}
+
+impl Pipeline {
+    /// Starts order-ingest and scoring on their own threads; they stop when `shutdown` is
+    /// cancelled.
+    pub fn start(
+        ingest: IngestConfig,
+        scoring: ScoringConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<Self> {
+        let store = churnwatch_store::Store::open(&scoring.state_dir)?;
+        let ingest_stats = Arc::new(IngestStats::default());
+        let scoring_stats = Arc::new(ScoringStats::default());
+        let (ic, ictx) = churnwatch_kafka::consumer(
+            &ingest.kafka,
+            "order-ingest",
+            &ingest.group_id,
+            &[&ingest.kafka.topics.orders],
+        )?;
+        let ip = churnwatch_kafka::producer(&ingest.kafka, "order-ingest")?;
+        let (sc, sctx) = churnwatch_kafka::consumer(
+            &scoring.kafka,
+            "scoring",
+            &scoring.group_id,
+            &[&scoring.kafka.topics.accepted],
+        )?;
+        let sp = churnwatch_kafka::producer(&scoring.kafka, "scoring")?;
+        let mut threads = Vec::new();
+        {
+            let (stats, shutdown) = (ingest_stats.clone(), shutdown.clone());
+            threads.push((
+                "order-ingest",
+                std::thread::Builder::new()
+                    .name("order-ingest".into())
+                    .spawn(move || {
+                        order_ingest::run(&ingest, &ic, &ictx, &ip, &shutdown, &stats)
+                            .map_err(anyhow::Error::from)
+                    })?,
+            ));
+        }
+        {
+            let (stats, shutdown) = (scoring_stats.clone(), shutdown.clone());
+            threads.push((
+                "scoring",
+                std::thread::Builder::new()
+                    .name("scoring".into())
+                    .spawn(move || {
+                        scoring::run(&scoring, &sc, &sctx, &sp, &store, &shutdown, &stats)
+                            .map_err(anyhow::Error::from)
+                    })?,
+            ));
+        }
+        Ok(Self {
+            ingest: ingest_stats,
+            scoring: scoring_stats,
+            threads,
+        })
+    }
+
+    /// Returns whether every service thread is still running.
+    pub fn running(&self) -> bool {
+        self.threads.iter().all(|(_, t)| !t.is_finished())
+    }
+
+    /// Waits for the services to stop (after the shutdown token was cancelled).
+    pub fn join(self) -> Result<()> {
+        for (name, t) in self.threads {
+            match t.join() {
+                Ok(r) => r.with_context(|| format!("{name} failed"))?,
+                Err(_) => anyhow::bail!("{name} panicked"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns whether everything fed so far went through both services.
+    pub fn caught_up(&self, fed: u64) -> bool {
+        let i = &self.ingest;
+        let consumed = i.consumed.load(Ordering::Relaxed);
+        let accepted = i.accepted.load(Ordering::Relaxed);
+        let s = &self.scoring;
+        let scored = s.applied.load(Ordering::Relaxed)
+            + s.duplicates.load(Ordering::Relaxed)
+            + s.invalid.load(Ordering::Relaxed);
+        consumed >= fed && scored >= accepted && i.batches.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// Produces messages to `topic`, keyed, waiting for every acknowledgement at the end.
+pub fn feed<'a>(
+    producer: &FutureProducer,
+    topic: &str,
+    messages: impl Iterator<Item = (String, Vec<u8>)> + 'a,
+    progress: &indicatif::ProgressBar,
+) -> Result<u64> {
+    let mut in_flight = Vec::with_capacity(10_000);
+    let mut sent = 0u64;
+    for (key, payload) in messages {
+        let record = FutureRecord::to(topic)
+            .key(key.as_bytes())
+            .payload(payload.as_slice());
+        in_flight.push(churnwatch_kafka::send(producer, record));
+        sent += 1;
+        if in_flight.len() == in_flight.capacity() {
+            settle(&mut in_flight)?;
+            progress.set_position(sent);
+        }
+    }
+    settle(&mut in_flight)?;
+    progress.set_position(sent);
+    Ok(sent)
+}
+
+fn settle(in_flight: &mut Vec<churnwatch_kafka::rdkafka::producer::DeliveryFuture>) -> Result<()> {
+    for r in futures::executor::block_on(futures::future::join_all(std::mem::take(in_flight))) {
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => anyhow::bail!("the broker refused an event: {e}"),
+            Err(_) => anyhow::bail!("the producer was closed while feeding"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,578 @@
+//! scoring: folds accepted events into per-customer state kept in sled, evaluates customers
+//! after their events and when their silence timers fall due, and publishes `customer-risk`
+//! and `customer-stage` events when the risk level or the stage changes, plus profiles to the
+//! compacted `customer-profiles` topic.
+//!
+//! Per batch: the core [`Engine`] of each partition decides; its effects (states, event ids,
+//! timers, watermark, and the messages to publish as an outbox) are written in one atomic sled
+//! batch and flushed; then the outbox is published and, once Kafka acknowledged it, removed;
+//! only then are the batch's offsets stored. A crash anywhere redelivers events that are
+//! recognised by `event_id`, and re-sends outbox messages whose ids are deterministic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use churnwatch_core::engine::{Clock, Engine, Output, Work};
+use churnwatch_core::population::PopulationSummary;
+use churnwatch_core::{Event, Model, ModelParams, RiskLevel, Stage, Thresholds, Timestamp};
+use churnwatch_kafka::rdkafka::Message;
+use churnwatch_kafka::rdkafka::consumer::{CommitMode, Consumer};
+use churnwatch_kafka::rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use churnwatch_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
+use churnwatch_kafka::{KafkaConfig, RebalanceContext, SafeConsumer};
+use churnwatch_runtime::CancellationToken;
+use churnwatch_store::{Commit, Destination, OutboxRecord, Partition, Store};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, info_span, warn};
+
+/// Which clock evaluations run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockKind {
+    /// Live: wall-clock time; silent customers are re-evaluated as real time passes.
+    #[default]
+    Wall,
+    /// Replay: the event-time watermark of each partition.
+    Event,
+}
+
+/// The configuration of scoring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoringConfig {
+    /// Kafka connection and topics.
+    pub kafka: KafkaConfig,
+    /// Consumer group.
+    pub group_id: String,
+    /// Directory of the sled store.
+    pub state_dir: PathBuf,
+    /// Clock of evaluations.
+    pub clock: ClockKind,
+    /// How late an event may arrive behind the newest one (event clock).
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// Interval between population refits of the models (wall time); none disables them.
+    #[serde(with = "humantime_serde")]
+    pub refit_interval: Option<Duration>,
+    /// How long processed event ids are remembered for de-duplication (event time).
+    #[serde(with = "humantime_serde")]
+    pub dedup_retention: Duration,
+    /// Most messages per batch.
+    pub batch_size: usize,
+    /// Longest wait to fill a batch.
+    #[serde(with = "humantime_serde")]
+    pub batch_timeout: Duration,
+    /// Thresholds of signals, stages, risk and profitability.
+    pub thresholds: Thresholds,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        Self {
+            kafka: KafkaConfig::default(),
+            group_id: "churnwatch-scoring".into(),
+            state_dir: PathBuf::from("churnwatch-state"),
+            clock: ClockKind::Wall,
+            allowed_lateness: Duration::from_secs(3600),
+            refit_interval: Some(Duration::from_secs(6 * 3600)),
+            dedup_retention: Duration::from_secs(30 * 86_400),
+            batch_size: 2_000,
+            batch_timeout: Duration::from_millis(100),
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+impl ScoringConfig {
+    /// Returns every problem with the configuration at once.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errors = self.kafka.validate().err().unwrap_or_default();
+        if let Err(e) = self.thresholds.validate() {
+            errors.extend(e.into_iter().map(|e| format!("thresholds.{e}")));
+        }
+        if self.allowed_lateness.as_secs() as i64 > churnwatch_core::state::DEDUP_HORIZON_SECS {
+            errors.push(format!(
+                "allowed_lateness must not exceed {} days, the horizon over which states recognise redelivered events",
+                churnwatch_core::state::DEDUP_HORIZON_SECS / 86_400
+            ));
+        }
+        if self.batch_size == 0 {
+            errors.push("batch_size must be at least 1".into());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn engine_clock(&self) -> Clock {
+        match self.clock {
+            ClockKind::Wall => Clock::Wall,
+            ClockKind::Event => Clock::Event {
+                lateness_secs: self.allowed_lateness.as_secs() as i64,
+            },
+        }
+    }
+}
+
+/// Counters and live figures of scoring, shared with whoever reports them.
+#[derive(Debug, Default)]
+pub struct ScoringStats {
+    /// Messages consumed.
+    pub consumed: AtomicU64,
+    /// Events applied.
+    pub applied: AtomicU64,
+    /// Duplicates ignored.
+    pub duplicates: AtomicU64,
+    /// Messages that were not valid accepted events (sent to the DLQ).
+    pub invalid: AtomicU64,
+    /// Timers fired.
+    pub timers_fired: AtomicU64,
+    /// Risk events published.
+    pub risk_events: AtomicU64,
+    /// Stage events published.
+    pub stage_events: AtomicU64,
+    /// Batches completed.
+    pub batches: AtomicU64,
+    /// Model refits completed.
+    pub refits: AtomicU64,
+    /// The latest profile of every customer seen (for summaries).
+    pub profiles: Mutex<HashMap<String, churnwatch_core::output::Profile>>,
+}
+
+impl ScoringStats {
+    /// Returns customers per stage from the latest profiles.
+    pub fn stages(&self) -> BTreeMap<Stage, u64> {
+        let mut out = BTreeMap::new();
+        for p in self
+            .profiles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            *out.entry(p.stage).or_default() += 1;
+        }
+        out
+    }
+
+    /// Returns customers per risk level from the latest profiles.
+    pub fn levels(&self) -> BTreeMap<RiskLevel, u64> {
+        let mut out = BTreeMap::new();
+        for p in self
+            .profiles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            *out.entry(p.risk_level).or_default() += 1;
+        }
+        out
+    }
+}
+
+/// Why scoring stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoringError {
+    /// The configuration is unusable.
+    #[error("invalid scoring configuration:\n  - {}", .0.join("\n  - "))]
+    Config(Vec<String>),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] churnwatch_store::Error),
+}
+
+struct Owned {
+    engine: Engine,
+    store: Partition,
+}
+
+/// The scoring service over its resources.
+pub struct Scoring<'a> {
+    config: &'a ScoringConfig,
+    consumer: &'a SafeConsumer,
+    context: &'a RebalanceContext,
+    producer: &'a FutureProducer,
+    store: &'a Store,
+    stats: &'a ScoringStats,
+    model: Model,
+    partitions: BTreeMap<i32, Owned>,
+    last_refit: Instant,
+}
+
+impl std::fmt::Debug for Scoring<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scoring")
+            .field("partitions", &self.partitions.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn wall_now() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    )
+}
+
+/// Runs scoring until `shutdown` is cancelled. Blocking; run it on its own thread.
+///
+/// # Errors
+///
+/// An unusable configuration or a failing state store. Broker outages are waited out.
+pub fn run(
+    config: &ScoringConfig,
+    consumer: &SafeConsumer,
+    context: &RebalanceContext,
+    producer: &FutureProducer,
+    store: &Store,
+    shutdown: &CancellationToken,
+    stats: &ScoringStats,
+) -> Result<(), ScoringError> {
+    config.validate().map_err(ScoringError::Config)?;
+    let params = store.model_params()?.unwrap_or_default();
+    let model = Model {
+        params,
+        thresholds: config.thresholds.clone(),
+    };
+    let mut scoring = Scoring {
+        config,
+        consumer,
+        context,
+        producer,
+        store,
+        stats,
+        model,
+        partitions: BTreeMap::new(),
+        last_refit: Instant::now(),
+    };
+    info!(input = %config.kafka.topics.accepted, state_dir = %config.state_dir.display(), clock = ?config.clock, "scoring running");
+    scoring.run(shutdown)
+}
+
+impl Scoring<'_> {
+    fn run(&mut self, shutdown: &CancellationToken) -> Result<(), ScoringError> {
+        let stop = || shutdown.is_cancelled();
+        while !shutdown.is_cancelled() {
+            let mut batch = churnwatch_kafka::poll_batch(
+                self.consumer,
+                self.config.batch_size,
+                self.config.batch_timeout,
+                &stop,
+            );
+            let changes = self.context.take_changes();
+            for (_, p) in &changes.revoked {
+                // Everything of the partition up to its last stored offset is durable.
+                self.partitions.remove(p);
+            }
+            batch.retain(|m| {
+                !changes
+                    .revoked
+                    .contains(&(m.topic().to_owned(), m.partition()))
+            });
+            for (_, p) in &changes.assigned {
+                self.adopt(*p, shutdown)?;
+            }
+            // Messages can arrive for a partition before its assignment was seen here.
+            for p in batch
+                .iter()
+                .map(Message::partition)
+                .collect::<std::collections::BTreeSet<_>>()
+            {
+                self.adopt(p, shutdown)?;
+            }
+            if !self.process(&batch, shutdown)? {
+                break;
+            }
+            if !batch.is_empty() {
+                churnwatch_kafka::store_batch_offsets(self.consumer, &batch);
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            self.maybe_refit()?;
+        }
+        info!("scoring stopping: flushing state and committing offsets");
+        self.store.flush()?;
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            debug!(error = %e, "final commit");
+        }
+        Ok(())
+    }
+
+    /// Takes ownership of a partition: resumes its engine from the store and publishes what
+    /// a crash left in its outbox.
+    fn adopt(&mut self, partition: i32, shutdown: &CancellationToken) -> Result<(), ScoringError> {
+        if self.partitions.contains_key(&partition) {
+            return Ok(());
+        }
+        let store = self.store.partition(partition)?;
+        let timers = store.timers()?;
+        let watermark = store.watermark()?;
+        info!(partition, timers = timers.len(), watermark = ?watermark, "resuming partition");
+        let engine = Engine::new(
+            self.model.clone(),
+            self.config.engine_clock(),
+            watermark,
+            timers,
+        );
+        let leftovers = store.outbox()?;
+        if !leftovers.is_empty() {
+            info!(
+                partition,
+                messages = leftovers.len(),
+                "re-publishing the outbox left by an interrupted run"
+            );
+            let records: Vec<OutboxRecord> = leftovers.iter().map(|(_, r)| r.clone()).collect();
+            if self.publish(&records, shutdown) {
+                store.commit(&Commit {
+                    outbox_remove: leftovers.iter().map(|(s, _)| *s).collect(),
+                    ..Commit::default()
+                })?;
+            }
+        }
+        self.partitions.insert(partition, Owned { engine, store });
+        Ok(())
+    }
+
+    /// Processes a batch; returns false when shutting down left it unpublished.
+    fn process(
+        &mut self,
+        batch: &[OwnedMessage],
+        shutdown: &CancellationToken,
+    ) -> Result<bool, ScoringError> {
+        let now = wall_now();
+        let mut by_partition: BTreeMap<i32, Vec<&OwnedMessage>> = BTreeMap::new();
+        for m in batch {
+            by_partition.entry(m.partition()).or_default().push(m);
+        }
+        let wall = self.config.clock == ClockKind::Wall;
+        let mut outbox: Vec<(i32, Vec<u64>, Vec<OutboxRecord>)> = Vec::new();
+        let mut invalid: Vec<&OwnedMessage> = Vec::new();
+        let ids: Vec<i32> = self.partitions.keys().copied().collect();
+        for p in ids {
+            let messages = by_partition.remove(&p).unwrap_or_default();
+            if messages.is_empty() && !wall {
+                continue;
+            }
+            let owned = self.partitions.get_mut(&p).expect("adopted above");
+            let span = info_span!(
+                "batch",
+                partition = p,
+                messages = messages.len(),
+                first_offset = messages.first().map(|m| m.offset()),
+                last_offset = messages.last().map(|m| m.offset())
+            );
+            let _enter = span.enter();
+            let mut work = Work::default();
+            for m in &messages {
+                match serde_json::from_slice::<Event>(m.payload().unwrap_or_default()) {
+                    Ok(event) => {
+                        owned
+                            .engine
+                            .on_event(&mut work, &mut owned.store, &event, now)?;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, offset = m.offset(), "not an accepted event; sending to the DLQ");
+                        invalid.push(m);
+                    }
+                }
+            }
+            if wall {
+                owned.engine.advance(&mut work, &mut owned.store, now)?;
+            }
+            if work.is_empty() {
+                continue;
+            }
+            let records = to_outbox(&work);
+            let watermark = owned.engine.watermark();
+            let forget = watermark.map(|w| w.plus(-(self.config.dedup_retention.as_secs() as i64)));
+            let seqs = owned.store.commit(&Commit {
+                states: work.states.values().collect(),
+                seen: &work.seen,
+                timers: Some(&work.timers),
+                watermark,
+                outbox_add: records.clone(),
+                outbox_remove: Vec::new(),
+                forget_seen_before: forget,
+            })?;
+            self.count(&work);
+            outbox.push((p, seqs, records));
+        }
+        self.store.flush()?;
+        self.stats
+            .consumed
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.dead_letter(&invalid, shutdown);
+        // Publish, then forget the outbox of each partition.
+        for (p, seqs, records) in outbox {
+            if !self.publish(&records, shutdown) {
+                return Ok(false);
+            }
+            self.partitions[&p].store.commit(&Commit {
+                outbox_remove: seqs,
+                ..Commit::default()
+            })?;
+        }
+        Ok(true)
+    }
+
+    fn count(&self, work: &Work) {
+        let s = self.stats;
+        s.applied.fetch_add(work.stats.applied, Ordering::Relaxed);
+        s.duplicates
+            .fetch_add(work.stats.duplicates, Ordering::Relaxed);
+        s.timers_fired
+            .fetch_add(work.stats.timers_fired, Ordering::Relaxed);
+        for o in &work.outputs {
+            match o {
+                Output::Risk(_) => s.risk_events.fetch_add(1, Ordering::Relaxed),
+                Output::Stage(_) => s.stage_events.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+        let mut profiles = s.profiles.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, p) in &work.profiles {
+            profiles.insert(id.clone(), p.clone());
+        }
+    }
+
+    /// Publishes records and waits for every acknowledgement, retrying failures; returns false
+    /// if shutdown interrupted it (the records stay in the outbox).
+    fn publish(&self, records: &[OutboxRecord], shutdown: &CancellationToken) -> bool {
+        let topics = &self.config.kafka.topics;
+        let make = |i: usize| {
+            let r = &records[i];
+            let topic = match r.destination {
+                Destination::Risk => &topics.risk,
+                Destination::Stage => &topics.stage,
+                Destination::Profile => &topics.profiles,
+            };
+            FutureRecord::to(topic)
+                .key(r.key.as_bytes())
+                .payload(r.payload.as_slice())
+        };
+        churnwatch_kafka::send_all(self.producer, records.len(), &make, &|| {
+            shutdown.is_cancelled()
+        })
+    }
+
+    fn dead_letter(&self, invalid: &[&OwnedMessage], shutdown: &CancellationToken) {
+        if invalid.is_empty() {
+            return;
+        }
+        self.stats
+            .invalid
+            .fetch_add(invalid.len() as u64, Ordering::Relaxed);
+        let futures: Vec<_> = invalid
+            .iter()
+            .map(|m| {
+                let partition = m.partition().to_string();
+                let offset = m.offset().to_string();
+                let headers = OwnedHeaders::new_with_capacity(5)
+                    .insert(Header {
+                        key: "reason",
+                        value: Some("malformed_json"),
+                    })
+                    .insert(Header {
+                        key: "message",
+                        value: Some("not a validated event; was it produced by order-ingest?"),
+                    })
+                    .insert(Header {
+                        key: "source_topic",
+                        value: Some(m.topic()),
+                    })
+                    .insert(Header {
+                        key: "source_partition",
+                        value: Some(partition.as_str()),
+                    })
+                    .insert(Header {
+                        key: "source_offset",
+                        value: Some(offset.as_str()),
+                    });
+                let record = FutureRecord::to(&self.config.kafka.topics.dlq)
+                    .payload(m.payload().unwrap_or_default())
+                    .headers(headers);
+                churnwatch_kafka::send(self.producer, record)
+            })
+            .collect();
+        if !shutdown.is_cancelled() {
+            for r in futures::executor::block_on(futures::future::join_all(futures)) {
+                if !matches!(r, Ok(Ok(_))) {
+                    warn!("a dead-letter message was not acknowledged");
+                }
+            }
+        }
+    }
+
+    fn maybe_refit(&mut self) -> Result<(), ScoringError> {
+        let Some(every) = self.config.refit_interval else {
+            return Ok(());
+        };
+        if self.last_refit.elapsed() < every {
+            return Ok(());
+        }
+        self.refit()?;
+        Ok(())
+    }
+
+    /// Refits the population models over every owned partition and stores the parameters.
+    pub fn refit(&mut self) -> Result<ModelParams, ScoringError> {
+        self.last_refit = Instant::now();
+        let started = Instant::now();
+        let now = match self.config.clock {
+            ClockKind::Wall => wall_now(),
+            ClockKind::Event => self
+                .partitions
+                .values()
+                .filter_map(|o| o.engine.watermark())
+                .max()
+                .unwrap_or_default(),
+        };
+        let mut summary = PopulationSummary::default();
+        for owned in self.partitions.values() {
+            for state in owned.store.states() {
+                summary.add(&state?, now, &self.model.thresholds);
+            }
+        }
+        let fit = summary.fit(&self.model.params, &self.model.thresholds);
+        if let Err(e) = &fit.bgnbd {
+            warn!(error = %e, "BG/NBD refit failed; keeping the previous parameters");
+        }
+        self.model.params = fit.params;
+        self.store.set_model_params(&fit.params)?;
+        for owned in self.partitions.values_mut() {
+            owned.engine.model.params = fit.params;
+        }
+        self.stats.refits.fetch_add(1, Ordering::Relaxed);
+        info!(customers = fit.customers, seconds = started.elapsed().as_secs_f64(), params = ?fit.params.bgnbd, "models refitted");
+        Ok(fit.params)
+    }
+}
+
+fn to_outbox(work: &Work) -> Vec<OutboxRecord> {
+    let mut records = Vec::with_capacity(work.outputs.len() + work.profiles.len());
+    for o in &work.outputs {
+        let (destination, key, payload) = match o {
+            Output::Risk(r) => (Destination::Risk, &r.customer_id, serde_json::to_vec(r)),
+            Output::Stage(s) => (Destination::Stage, &s.customer_id, serde_json::to_vec(s)),
+        };
+        records.push(OutboxRecord {
+            destination,
+            key: key.clone(),
+            payload: payload.expect("events serialize"),
+        });
+    }
+    let mut ids: Vec<&String> = work.profiles.keys().collect();
+    ids.sort_unstable();
+    for id in ids {
+        let payload = serde_json::to_vec(&work.profiles[id]).expect("profiles serialize");
+        records.push(OutboxRecord {
+            destination: Destination::Profile,
+            key: id.clone(),
+            payload,
+        });
+    }
+    records
+}
