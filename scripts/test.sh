@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # The project's whole test suite: formatting, lints, and every test in the workspace.
 # Usage: scripts/test.sh            (from anywhere in the repository)
-# Needs only the Rust toolchain; uses cargo-nextest when it is installed, cargo test otherwise.
+# Needs only the Rust toolchain: it installs what else the tests use (the tansu broker) with cargo,
+# and uses cargo-nextest when it is installed, cargo test otherwise.
 set -euo pipefail
 cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel 2>/dev/null || (cd "$(dirname "$0")/.." && pwd))"
 
 step() { printf '\n==> %s\n' "$*"; }
+
+step "test tools"
+# The end-to-end tests run against a real Kafka-protocol broker (tansu), installed once into
+# ~/.cargo/bin (about 15 minutes to build the first time).
+scripts/install-tansu.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -227,23 +227,29 @@ fn eval_errors_name_what_to_fix() {
 }
 
 #[test]
-fn the_demo_shows_stages_and_customers_at_risk_with_reasons() {
+fn the_demo_runs_the_pipeline_on_an_embedded_broker_and_exits_when_done() {
     let o = run(
         "churnwatch",
-        &["demo", "--customers", "800", "--months", "18"],
+        &["demo", "--customers", "400", "--months", "12", "--once"],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     for needle in [
+        "all events processed",
+        "rejected to orders-dlq",
         "Customers per stage",
         "core_defector",
         "Top",
         "value at risk",
         "overdue: no order for",
-        "precision",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
+    assert!(
+        stderr(&o).contains("embedded Kafka broker"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -279,21 +285,5 @@ fn every_binary_has_a_complete_help() {
         for n in needles {
             assert!(help.contains(n), "{bin} --help lacks {n}:\n{help}");
         }
-    }
-}
-
-#[test]
-fn services_that_cannot_run_yet_say_so_instead_of_pretending() {
-    for bin in ["order-ingest", "scoring", "query"] {
-        let o = run(bin, &[]);
-        assert!(
-            !o.status.success(),
-            "{bin} must not exit 0 without doing its job"
-        );
-        assert!(
-            stderr(&o).contains("cannot run yet"),
-            "{bin}: {}",
-            stderr(&o)
-        );
     }
 }

@@ -634,3 +634,27 @@ pub fn send_all<'a>(
     }
     true
 }
+
+/// Runs [`bootstrap_topics`] until the brokers answer, retrying with backoff up to 30 s
+/// between attempts (a broker that is down at start-up is waited for, not fatal); returns
+/// `Ok(false)` when `stop` is cancelled first. Configuration errors are returned at once.
+pub async fn bootstrap_topics_waiting(
+    config: &KafkaConfig,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<bool> {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match bootstrap_topics(config, Duration::from_secs(10)).await {
+            Ok(()) => return Ok(true),
+            Err(e @ Error::Unreachable { .. }) => {
+                warn!(error = %e, retry_in_secs = backoff.as_secs(), "waiting for the Kafka brokers");
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}

@@ -7,6 +7,7 @@ mod generate;
 mod offline;
 mod pipeline;
 mod progress;
+mod run;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -39,6 +40,10 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Replays an event file through the core and scores it against a ground-truth file.
     Eval(eval::EvalArgs),
+    /// Runs order-ingest and scoring in one process against real Kafka brokers.
+    Run(run::RunArgs),
+    /// Imports history (JSON lines or a CSV of orders) into the orders topic.
+    Backfill(run::BackfillArgs),
 }
 
 fn main() -> Result<()> {
@@ -63,6 +68,19 @@ fn main() -> Result<()> {
         }
         Some(Command::Generate(args)) => generate::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
+        Some(Command::Run(args)) => {
+            churnwatch_runtime::init_tracing(
+                churnwatch_runtime::LogFormat::Pretty,
+                "info,rdkafka=warn",
+            )
+            .map_err(anyhow::Error::msg)?;
+            run::run(&args, &shutdown)
+        }
+        Some(Command::Backfill(args)) => {
+            churnwatch_runtime::init_tracing(churnwatch_runtime::LogFormat::Pretty, "warn")
+                .map_err(anyhow::Error::msg)?;
+            run::backfill(&args, &shutdown)
+        }
     }
 }
 

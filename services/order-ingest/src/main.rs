@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use churnwatch_runtime::{LogFormat, Overrides, init_tracing, layered, shutdown_on_signals};
@@ -88,7 +87,9 @@ fn main() -> Result<()> {
         config
             .parse_config()
             .map_err(|e| anyhow::anyhow!("invalid configuration:\n  - {}", e.join("\n  - ")))?;
-        churnwatch_kafka::bootstrap_topics(&config.kafka, Duration::from_secs(30)).await?;
+        if !churnwatch_kafka::bootstrap_topics_waiting(&config.kafka, &shutdown).await? {
+            return Ok(());
+        }
         let (consumer, context) = churnwatch_kafka::consumer(
             &config.kafka,
             "order-ingest",

@@ -2,7 +2,6 @@
 //! store and runs the service.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use churnwatch_runtime::{LogFormat, Overrides, init_tracing, layered, shutdown_on_signals};
@@ -22,6 +21,8 @@ use scoring::{ScoringConfig, ScoringStats};
 #[derive(Debug, Parser)]
 #[command(name = "scoring", version, about, long_about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML configuration file (keys as in ScoringConfig: state_dir, clock, [thresholds], [kafka] ...).
     #[arg(long, env = "CHURNWATCH_CONFIG")]
     config: Option<PathBuf>,
@@ -40,7 +41,8 @@ struct Args {
     /// How late an event may arrive behind the newest one, e.g. 1h or 2d [default: 1h].
     #[arg(long, env = "CHURNWATCH_ALLOWED_LATENESS")]
     allowed_lateness: Option<String>,
-    /// Interval between population refits of the BG/NBD and Gamma-Gamma models, e.g. 6h [default: 6h].
+    /// Interval between population refits of the BG/NBD and Gamma-Gamma models, e.g. 6h, or
+    /// "off" [default: 6h].
     #[arg(long, env = "CHURNWATCH_REFIT_INTERVAL")]
     refit_interval: Option<String>,
     /// Partitions of topics created at start-up [default: 4].
@@ -74,6 +76,36 @@ struct Args {
     log_level: String,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Prints every customer state in the store as JSON lines (partition, then customer id
+    /// order), for inspection and comparisons. Run it while scoring is stopped.
+    Export {
+        /// Directory of the sled state store.
+        #[arg(long, env = "CHURNWATCH_STATE_DIR")]
+        state_dir: PathBuf,
+    },
+}
+
+fn export(dir: &std::path::Path) -> Result<()> {
+    use std::io::Write;
+    anyhow::ensure!(
+        dir.is_dir(),
+        "state directory {} does not exist",
+        dir.display()
+    );
+    let store = churnwatch_store::Store::open(dir)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for p in store.partitions() {
+        for state in store.partition(p)?.states() {
+            serde_json::to_writer(&mut out, &state?)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
 fn overrides(a: &Args) -> Result<serde_json::Value> {
     let mut o = Overrides::new();
     o.set("kafka.brokers", a.brokers.as_ref())
@@ -86,7 +118,17 @@ fn overrides(a: &Args) -> Result<serde_json::Value> {
         .set("state_dir", a.state_dir.as_ref())
         .set("clock", a.clock.as_ref())
         .set("allowed_lateness", a.allowed_lateness.as_ref())
-        .set("refit_interval", a.refit_interval.as_ref());
+        .set(
+            "refit_interval",
+            // "off" disables periodic refits (refit on demand only).
+            a.refit_interval.as_ref().map(|v| {
+                if v == "off" {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::json!(v)
+                }
+            }),
+        );
     o.key_values("kafka.properties", &a.kafka_properties)
         .map_err(|e| anyhow::anyhow!("--kafka-property {e}"))?;
     Ok(o.into_value())
@@ -94,6 +136,9 @@ fn overrides(a: &Args) -> Result<serde_json::Value> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(Command::Export { state_dir }) = &args.command {
+        return export(state_dir);
+    }
     let config: ScoringConfig = layered(args.config.as_deref(), overrides(&args)?)?;
     init_tracing(args.log_format, &args.log_level).map_err(anyhow::Error::msg)?;
     config
@@ -103,7 +148,9 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let shutdown = shutdown_on_signals();
-        churnwatch_kafka::bootstrap_topics(&config.kafka, Duration::from_secs(30)).await?;
+        if !churnwatch_kafka::bootstrap_topics_waiting(&config.kafka, &shutdown).await? {
+            return Ok(());
+        }
         let (consumer, context) = churnwatch_kafka::consumer(
             &config.kafka,
             "scoring",

@@ -1,0 +1,345 @@
+//! Test helpers for churnwatch's end-to-end tests: a real Kafka-protocol broker (tansu) on a
+//! free loopback port, service processes started and signalled as a user would, and small
+//! Kafka probes (produce, consume, consumer-group lag). Every wait is bounded.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use churnwatch_kafka::rdkafka::config::ClientConfig;
+use churnwatch_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use churnwatch_kafka::rdkafka::message::OwnedMessage;
+use churnwatch_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
+use churnwatch_kafka::rdkafka::{Message, Offset, TopicPartitionList};
+
+/// Where tansu keeps messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// In memory: fast, lost when the broker stops.
+    Memory,
+    /// In a SQLite file in the broker's directory: survives a broker restart.
+    Sqlite,
+}
+
+/// Returns the tansu binary, or fails the test with how to install it.
+pub fn tansu_binary() -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cargo")
+        });
+    let candidate = home.join("bin").join("tansu");
+    if candidate.is_file() {
+        return candidate;
+    }
+    panic!(
+        "the tansu broker is not installed ({} is missing); run scripts/install-tansu.sh (scripts/test.sh does this)",
+        candidate.display()
+    );
+}
+
+/// Returns a loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Waits until something accepts TCP connections on the loopback port.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    wait_until(timeout, || {
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+            .is_ok()
+    })
+}
+
+/// Polls `check` every 100 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A tansu broker on a loopback port, stopped when dropped.
+#[derive(Debug)]
+pub struct Broker {
+    child: Option<Child>,
+    port: u16,
+    storage: Storage,
+    dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts a broker and waits until it accepts connections.
+    pub fn start(storage: Storage) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut broker = Self {
+            child: None,
+            port: free_port(),
+            storage,
+            dir,
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let engine = match self.storage {
+            Storage::Memory => "memory://tansu/".to_owned(),
+            Storage::Sqlite => "sqlite://tansu.db".to_owned(),
+        };
+        let log =
+            std::fs::File::create(self.dir.path().join("tansu.log")).expect("broker log file");
+        let child = Command::new(tansu_binary())
+            .current_dir(self.dir.path())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                &engine,
+            ])
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("tansu starts");
+        self.child = Some(child);
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(30)),
+            "tansu did not listen on port {}; see {}",
+            self.port,
+            self.log_path().display()
+        );
+    }
+
+    /// Returns the bootstrap servers.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Returns the broker's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("tansu.log")
+    }
+
+    /// Stops the broker (SIGKILL) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A service process, killed when dropped.
+#[derive(Debug)]
+pub struct Service {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Service {
+    /// Starts `program` with `args` and extra environment, logging to `log_dir`.
+    pub fn start(program: &Path, args: &[&str], env: &[(&str, &str)], log_dir: &Path) -> Self {
+        let name = program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let log = log_dir.join(format!("{name}-{}.log", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("service log file");
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log handle"))
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Self {
+            name,
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Returns the service's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Returns whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit; returns the status and how long
+    /// it took, or `None` if it did not exit in time (it is then killed).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<(ExitStatus, Duration)> {
+        let mut child = self.child.take()?;
+        let started = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some((status, started.elapsed()));
+            }
+            if started.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the process with SIGKILL (kill -9), as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Returns the service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Produces keyed messages to `topic` and waits for every acknowledgement.
+pub fn produce(
+    brokers: &str,
+    topic: &str,
+    messages: impl IntoIterator<Item = (String, Vec<u8>)>,
+) -> usize {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("a producer");
+    let mut futures = Vec::new();
+    for (key, payload) in messages {
+        futures.push(churnwatch_kafka::send(
+            &producer,
+            FutureRecord::to(topic)
+                .key(key.as_bytes())
+                .payload(payload.as_slice()),
+        ));
+    }
+    let n = futures.len();
+    for r in futures::executor::block_on(futures::future::join_all(futures)) {
+        assert!(matches!(r, Ok(Ok(_))), "produce to {topic} failed: {r:?}");
+    }
+    n
+}
+
+fn probe(brokers: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("a probe consumer")
+}
+
+/// Returns how many messages of `topic` the consumer `group` has not committed yet (`None`
+/// when the broker cannot say).
+pub fn group_lag(brokers: &str, group: &str, topic: &str) -> Option<i64> {
+    let consumer = probe(brokers, group);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()?;
+    let partitions = metadata.topics().first()?.partitions().len() as i32;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .ok()?;
+    let mut lag = 0;
+    for p in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(5))
+            .ok()?;
+        let done = match committed.find_partition(topic, p)?.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        };
+        lag += (high - done).max(0);
+    }
+    Some(lag)
+}
+
+/// Reads every message of `topic` from the beginning until none arrives for `quiet`.
+pub fn consume_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<OwnedMessage> {
+    let consumer = probe(
+        brokers,
+        &format!("probe-{}-{}", std::process::id(), free_port()),
+    );
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while last.elapsed() < quiet && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            out.push(m.detach());
+            last = Instant::now();
+        }
+    }
+    out
+}
+
+/// Returns a header of a message as text.
+pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
+    use churnwatch_kafka::rdkafka::message::Headers;
+    let headers = m.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}

@@ -1,0 +1,352 @@
+//! The streaming pipeline against a real Kafka-protocol broker (tansu): order-ingest and
+//! scoring run as separate processes, exactly as a user would start them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use churnwatch_core::money::{CurrencyCode, FxTable};
+use churnwatch_core::replay::{Ignore, Replay};
+use churnwatch_core::{CustomerState, Model, ParseConfig, Timestamp, parse_event};
+use churnwatch_e2e::bin;
+use churnwatch_synth::{FX_RATES_TO_USD, LineKind, SynthConfig, generate};
+use churnwatch_testkit::{
+    Broker, Service, Storage, consume_all, group_lag, header, produce, wait_until,
+};
+
+/// A generated feed: its lines in feed order, with the label of each.
+struct Feed {
+    lines: Vec<(String, Vec<u8>, LineKind)>,
+}
+
+fn feed(customers: u64, months: u32, seed: u64) -> Feed {
+    let config = SynthConfig {
+        malformed_rate: 0.02,
+        duplicate_rate: 0.03,
+        ..SynthConfig::new(customers, months, seed)
+    };
+    let data = generate(&config).expect("generated");
+    let lines = data
+        .events()
+        .map(|e| {
+            let mut line = Vec::new();
+            e.append_json(&mut line);
+            (e.customer_id(), line, e.line_kind())
+        })
+        .collect();
+    Feed { lines }
+}
+
+/// The pure core's answer for a feed: a replay in feed order, as one partition sees it.
+fn reference(feed: &Feed) -> BTreeMap<String, CustomerState> {
+    let fx = FxTable::parse_rates(CurrencyCode::default(), FX_RATES_TO_USD).unwrap();
+    let parse = ParseConfig {
+        fx,
+        ..ParseConfig::default()
+    };
+    let mut replay = Replay::new(Model::default(), None);
+    for (_, line, _) in &feed.lines {
+        if let Ok(event) = parse_event(line, Timestamp(i64::MAX / 4), &parse) {
+            replay.apply(&event, &mut Ignore);
+        }
+    }
+    replay
+        .states()
+        .map(|s| (s.customer_id.clone(), s.clone()))
+        .collect()
+}
+
+fn export(state_dir: &Path) -> BTreeMap<String, CustomerState> {
+    let out = std::process::Command::new(bin("scoring"))
+        .args(["export", "--state-dir", state_dir.to_str().unwrap()])
+        .output()
+        .expect("scoring export runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let s: CustomerState = serde_json::from_str(l).expect("a state per line");
+            (s.customer_id.clone(), s)
+        })
+        .collect()
+}
+
+struct Rig {
+    broker: Broker,
+    dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn new(storage: Storage) -> Self {
+        Self {
+            broker: Broker::start(storage),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn state_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn ingest(&self) -> Service {
+        let brokers = self.broker.brokers();
+        Service::start(
+            &bin("order-ingest"),
+            &[
+                "--brokers",
+                &brokers,
+                "--partitions",
+                "1",
+                "--fx-rates",
+                FX_RATES_TO_USD,
+                "--log-format",
+                "json",
+            ],
+            &[],
+            self.dir.path(),
+        )
+    }
+
+    /// Scoring on event time with no lateness and no periodic refits, so its answers are a
+    /// function of the feed alone; small batches so a crash lands mid-stream.
+    fn scoring(&self) -> Service {
+        let config = self.dir.path().join("scoring.toml");
+        std::fs::write(&config, "batch_size = 150\n").unwrap();
+        let brokers = self.broker.brokers();
+        let state = self.state_dir();
+        Service::start(
+            &bin("scoring"),
+            &[
+                "--brokers",
+                &brokers,
+                "--partitions",
+                "1",
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--clock",
+                "event",
+                "--allowed-lateness",
+                "0s",
+                "--refit-interval",
+                "off",
+                "--log-format",
+                "json",
+            ],
+            &[("CHURNWATCH_CONFIG", config.to_str().unwrap())],
+            self.dir.path(),
+        )
+    }
+
+    fn lag(&self, group: &str, topic: &str) -> Option<i64> {
+        group_lag(&self.broker.brokers(), group, topic)
+    }
+
+    /// Waits until both services have committed everything produced so far.
+    fn wait_drained(&self, services: &mut [&mut Service]) {
+        let drained = wait_until(Duration::from_secs(180), || {
+            self.lag("churnwatch-order-ingest", "orders") == Some(0)
+                && self.lag("churnwatch-scoring", "orders-accepted") == Some(0)
+        });
+        if !drained {
+            for s in services.iter() {
+                eprintln!("--- {} log ---\n{}", s.name(), s.log());
+            }
+            panic!(
+                "the pipeline did not drain: ingest lag {:?}, scoring lag {:?}",
+                self.lag("churnwatch-order-ingest", "orders"),
+                self.lag("churnwatch-scoring", "orders-accepted")
+            );
+        }
+    }
+}
+
+fn assert_same_states(
+    got: &BTreeMap<String, CustomerState>,
+    want: &BTreeMap<String, CustomerState>,
+) {
+    assert_eq!(got.len(), want.len(), "customer count");
+    for (id, w) in want {
+        let g = got
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} missing from the pipeline's export"));
+        assert_eq!(g, w, "state of {id} differs");
+    }
+}
+
+fn terminate_cleanly(service: &mut Service) {
+    let (status, took) = service
+        .terminate(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{} ignored SIGTERM for 10 s", service.name()));
+    assert!(
+        status.success(),
+        "{} exited with {status}:\n{}",
+        service.name(),
+        service.log()
+    );
+    assert!(took < Duration::from_secs(10));
+}
+
+#[test]
+fn the_pipeline_ends_in_the_same_state_as_the_pure_core_and_dead_letters_with_reasons() {
+    let rig = Rig::new(Storage::Memory);
+    let feed = feed(250, 12, 21);
+    let mut ingest = rig.ingest();
+    let mut scoring = rig.scoring();
+    produce(
+        &rig.broker.brokers(),
+        "orders",
+        feed.lines.iter().map(|(k, v, _)| (k.clone(), v.clone())),
+    );
+    rig.wait_drained(&mut [&mut ingest, &mut scoring]);
+    terminate_cleanly(&mut scoring);
+    terminate_cleanly(&mut ingest);
+
+    assert_same_states(&export(&rig.state_dir()), &reference(&feed));
+
+    // Every malformed line is in the DLQ with the reason it was made with, and its bytes.
+    let mut expected: HashMap<String, usize> = HashMap::new();
+    for (_, _, kind) in &feed.lines {
+        if let LineKind::Malformed(k) = kind {
+            *expected.entry(k.reason_code().to_owned()).or_default() += 1;
+        }
+    }
+    let dlq = consume_all(&rig.broker.brokers(), "orders-dlq", Duration::from_secs(3));
+    let mut got: HashMap<String, usize> = HashMap::new();
+    for m in &dlq {
+        *got.entry(header(m, "reason").expect("a reason header"))
+            .or_default() += 1;
+        assert_eq!(header(m, "source_topic").as_deref(), Some("orders"));
+        assert!(header(m, "source_offset").is_some() && header(m, "message").is_some());
+    }
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn kill_9_of_scoring_mid_stream_then_a_restart_ends_in_the_uninterrupted_state() {
+    let rig = Rig::new(Storage::Memory);
+    let feed = feed(500, 12, 22);
+    let mut ingest = rig.ingest();
+    produce(
+        &rig.broker.brokers(),
+        "orders",
+        feed.lines.iter().map(|(k, v, _)| (k.clone(), v.clone())),
+    );
+    assert!(
+        wait_until(Duration::from_secs(120), || rig
+            .lag("churnwatch-order-ingest", "orders")
+            == Some(0)),
+        "{}",
+        ingest.log()
+    );
+    let total = rig.lag("churnwatch-scoring", "orders-accepted");
+
+    let mut scoring = rig.scoring();
+    // Crash once some, but not all, of the work is committed.
+    let started = wait_until(
+        Duration::from_secs(120),
+        || matches!((rig.lag("churnwatch-scoring", "orders-accepted"), total), (Some(l), Some(t)) if l < t),
+    );
+    assert!(
+        started,
+        "scoring never committed anything:\n{}",
+        scoring.log()
+    );
+    scoring.kill9();
+    assert_ne!(
+        rig.lag("churnwatch-scoring", "orders-accepted"),
+        Some(0),
+        "the crash came too late to test anything"
+    );
+
+    let mut scoring = rig.scoring();
+    rig.wait_drained(&mut [&mut ingest, &mut scoring]);
+    terminate_cleanly(&mut scoring);
+    terminate_cleanly(&mut ingest);
+    assert_same_states(&export(&rig.state_dir()), &reference(&feed));
+}
+
+#[test]
+fn a_customer_who_goes_silent_gets_a_risk_event_from_timers_alone() {
+    let rig = Rig::new(Storage::Memory);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let day = 86_400;
+    // Weekly orders from 200 to 60 days ago, then nothing: the last message is an order.
+    let mut lines = Vec::new();
+    let mut last_order = 0;
+    for (n, ago) in (60..=200).rev().step_by(7).enumerate() {
+        let at = Timestamp(now - ago * day);
+        last_order = at.0;
+        let json = format!(
+            r#"{{"type":"order","event_id":"quiet-{n}","order_id":"o{n}","customer_id":"quiet","occurred_at":"{at}","currency":"USD","total":"30.00","cost":"12.00"}}"#
+        );
+        lines.push(("quiet".to_owned(), json.into_bytes()));
+    }
+    let mut ingest = rig.ingest();
+    let state = rig.state_dir();
+    let brokers = rig.broker.brokers();
+    let mut scoring = Service::start(
+        &bin("scoring"),
+        &[
+            "--brokers",
+            &brokers,
+            "--partitions",
+            "1",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--clock",
+            "wall",
+            "--refit-interval",
+            "off",
+        ],
+        &[],
+        rig.dir.path(),
+    );
+    produce(&brokers, "orders", lines);
+    rig.wait_drained(&mut [&mut ingest, &mut scoring]);
+    let risk = consume_all(&brokers, "customer-risk", Duration::from_secs(3));
+    let events: Vec<serde_json::Value> = risk
+        .iter()
+        .filter_map(|m| {
+            serde_json::from_slice(churnwatch_kafka::rdkafka::Message::payload(m)?).ok()
+        })
+        .collect();
+    let from_timer = events
+        .iter()
+        .find(|e| {
+            e["customer_id"] == "quiet"
+                && Timestamp::parse_rfc3339(e["at"].as_str().unwrap())
+                    .unwrap()
+                    .0
+                    > last_order
+                && (e["level"] == "high" || e["level"] == "critical")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no timer-driven high-risk event in {events:#?}\n{}",
+                scoring.log()
+            )
+        });
+    let reasons: Vec<&str> = from_timer["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"overdue"), "{from_timer}");
+    assert!(
+        from_timer["event_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("quiet/")
+    );
+    terminate_cleanly(&mut scoring);
+    terminate_cleanly(&mut ingest);
+}
