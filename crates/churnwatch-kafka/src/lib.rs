@@ -460,85 +460,6 @@ pub fn producer(config: &KafkaConfig, role: &'static str) -> Result<FutureProduc
         .map_err(|source| Error::Client { role, source })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pass_through_properties_cannot_weaken_the_delivery_guarantees() {
-        let mut config = KafkaConfig::default();
-        config
-            .properties
-            .insert("security.protocol".into(), "SASL_SSL".into());
-        config
-            .properties
-            .insert("enable.idempotence".into(), "false".into());
-        config
-            .properties
-            .insert("enable.auto.offset.store".into(), "true".into());
-        let p = config.producer("test");
-        assert_eq!(p.get("security.protocol"), Some("SASL_SSL"));
-        assert_eq!(p.get("enable.idempotence"), Some("true"));
-        assert_eq!(p.get("acks"), Some("all"));
-        let c = config.consumer("test", "g");
-        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
-        assert_eq!(c.get("group.id"), Some("g"));
-    }
-
-    #[test]
-    fn only_the_profile_topic_is_compacted() {
-        let specs = KafkaConfig::default().topic_specs();
-        assert_eq!(specs.len(), 6);
-        let compacted: Vec<_> = specs
-            .iter()
-            .filter(|s| s.compacted)
-            .map(|s| s.name.as_str())
-            .collect();
-        assert_eq!(compacted, vec!["customer-profiles"]);
-    }
-
-    #[test]
-    fn a_partition_count_mismatch_names_the_fix() {
-        let specs = KafkaConfig::default().topic_specs();
-        let existing: BTreeMap<String, i32> = [("orders".to_owned(), 12)].into();
-        let err = check_partitions(&specs, &existing).unwrap_err().to_string();
-        assert!(
-            err.contains("orders has 12 partitions but 4") && err.contains("partitions = 12"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn configuration_problems_are_reported_together() {
-        let config = KafkaConfig {
-            brokers: " ".into(),
-            partitions: 0,
-            topics: Topics {
-                dlq: "orders".into(),
-                ..Topics::default()
-            },
-            ..KafkaConfig::default()
-        };
-        let errors = config.validate().unwrap_err();
-        assert_eq!(errors.len(), 3, "{errors:?}");
-    }
-
-    #[test]
-    fn unreachable_brokers_are_reported_not_hung_on() {
-        let config = KafkaConfig {
-            brokers: "127.0.0.1:1".into(),
-            ..KafkaConfig::default()
-        };
-        let err = partition_counts(&config, &["orders"], Duration::from_millis(500))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("127.0.0.1:1") && err.contains("reachable"),
-            "{err}"
-        );
-    }
-}
-
 /// Polls up to `max` messages, waiting at most `timeout` in total (less once `stop` says so).
 pub fn poll_batch(
     consumer: &SafeConsumer,
@@ -656,5 +577,84 @@ pub async fn bootstrap_topics_waiting(
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_through_properties_cannot_weaken_the_delivery_guarantees() {
+        let mut config = KafkaConfig::default();
+        config
+            .properties
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        config
+            .properties
+            .insert("enable.idempotence".into(), "false".into());
+        config
+            .properties
+            .insert("enable.auto.offset.store".into(), "true".into());
+        let p = config.producer("test");
+        assert_eq!(p.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(p.get("enable.idempotence"), Some("true"));
+        assert_eq!(p.get("acks"), Some("all"));
+        let c = config.consumer("test", "g");
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("group.id"), Some("g"));
+    }
+
+    #[test]
+    fn only_the_profile_topic_is_compacted() {
+        let specs = KafkaConfig::default().topic_specs();
+        assert_eq!(specs.len(), 6);
+        let compacted: Vec<_> = specs
+            .iter()
+            .filter(|s| s.compacted)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(compacted, vec!["customer-profiles"]);
+    }
+
+    #[test]
+    fn a_partition_count_mismatch_names_the_fix() {
+        let specs = KafkaConfig::default().topic_specs();
+        let existing: BTreeMap<String, i32> = [("orders".to_owned(), 12)].into();
+        let err = check_partitions(&specs, &existing).unwrap_err().to_string();
+        assert!(
+            err.contains("orders has 12 partitions but 4") && err.contains("partitions = 12"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn configuration_problems_are_reported_together() {
+        let config = KafkaConfig {
+            brokers: " ".into(),
+            partitions: 0,
+            topics: Topics {
+                dlq: "orders".into(),
+                ..Topics::default()
+            },
+            ..KafkaConfig::default()
+        };
+        let errors = config.validate().unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+
+    #[test]
+    fn unreachable_brokers_are_reported_not_hung_on() {
+        let config = KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            ..KafkaConfig::default()
+        };
+        let err = partition_counts(&config, &["orders"], Duration::from_millis(500))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("127.0.0.1:1") && err.contains("reachable"),
+            "{err}"
+        );
     }
 }

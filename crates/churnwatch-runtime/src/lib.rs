@@ -150,79 +150,6 @@ async fn wait_for_signal() {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde::Deserialize;
-
-    #[derive(Debug, Serialize, Deserialize, PartialEq)]
-    #[serde(deny_unknown_fields, default)]
-    struct Config {
-        brokers: String,
-        batch_size: usize,
-        group_id: String,
-    }
-
-    impl Default for Config {
-        fn default() -> Self {
-            Self {
-                brokers: "localhost:9092".into(),
-                batch_size: 500,
-                group_id: "g".into(),
-            }
-        }
-    }
-
-    #[test]
-    fn flags_override_the_file_which_overrides_the_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        std::fs::write(&file, "brokers = \"kafka:9092\"\nbatch_size = 100\n").unwrap();
-        let c: Config = layered(Some(&file), serde_json::json!({ "batch_size": 42 })).unwrap();
-        assert_eq!(
-            c,
-            Config {
-                brokers: "kafka:9092".into(),
-                batch_size: 42,
-                group_id: "g".into()
-            }
-        );
-    }
-
-    #[test]
-    fn every_problem_in_a_file_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        std::fs::write(&file, "brokerz = \"x\"\nbatch_size = \"many\"\n").unwrap();
-        let err = layered::<Config>(Some(&file), serde_json::json!({}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("brokerz") || err.contains("batch_size"),
-            "{err}"
-        );
-        let err = layered::<Config>(Some(&dir.path().join("none.toml")), serde_json::json!({}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("none.toml") && err.contains("does not exist"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn log_formats_parse_and_bad_ones_say_which_are_allowed() {
-        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
-        assert!(
-            "xml"
-                .parse::<LogFormat>()
-                .unwrap_err()
-                .contains("pretty or json")
-        );
-        assert!(init_tracing(LogFormat::Pretty, "not a [valid directive").is_err());
-    }
-}
-
 /// The configuration values a user set through flags or `CHURNWATCH_*` variables, as the top
 /// layer for [`layered`].
 #[derive(Debug, Default, Clone)]
@@ -300,5 +227,78 @@ mod override_tests {
                 .unwrap_err()
                 .contains("KEY=VALUE")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct Config {
+        brokers: String,
+        batch_size: usize,
+        group_id: String,
+    }
+
+    impl Default for Config {
+        fn default() -> Self {
+            Self {
+                brokers: "localhost:9092".into(),
+                batch_size: 500,
+                group_id: "g".into(),
+            }
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "brokers = \"kafka:9092\"\nbatch_size = 100\n").unwrap();
+        let c: Config = layered(Some(&file), serde_json::json!({ "batch_size": 42 })).unwrap();
+        assert_eq!(
+            c,
+            Config {
+                brokers: "kafka:9092".into(),
+                batch_size: 42,
+                group_id: "g".into()
+            }
+        );
+    }
+
+    #[test]
+    fn every_problem_in_a_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "brokerz = \"x\"\nbatch_size = \"many\"\n").unwrap();
+        let err = layered::<Config>(Some(&file), serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("brokerz") || err.contains("batch_size"),
+            "{err}"
+        );
+        let err = layered::<Config>(Some(&dir.path().join("none.toml")), serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("none.toml") && err.contains("does not exist"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn log_formats_parse_and_bad_ones_say_which_are_allowed() {
+        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert!(
+            "xml"
+                .parse::<LogFormat>()
+                .unwrap_err()
+                .contains("pretty or json")
+        );
+        assert!(init_tracing(LogFormat::Pretty, "not a [valid directive").is_err());
     }
 }
