@@ -1,6 +1,7 @@
 //! The all-in-one `churnwatch` binary: the demo, synthetic data generation and offline
 //! evaluation of the domain core against ground truth.
 
+mod bench;
 mod demo;
 mod eval;
 mod generate;
@@ -44,6 +45,8 @@ enum Command {
     Run(run::RunArgs),
     /// Imports history (JSON lines or a CSV of orders) into the orders topic.
     Backfill(run::BackfillArgs),
+    /// Measures throughput (core, bare relay, pipeline) and latency against a broker.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -75,6 +78,14 @@ fn main() -> Result<()> {
             )
             .map_err(anyhow::Error::msg)?;
             run::run(&args, &shutdown)
+        }
+        Some(Command::Bench(args)) => {
+            churnwatch_runtime::init_tracing(
+                churnwatch_runtime::LogFormat::Pretty,
+                "warn,rdkafka=error",
+            )
+            .map_err(anyhow::Error::msg)?;
+            bench::run(&args, &shutdown)
         }
         Some(Command::Backfill(args)) => {
             churnwatch_runtime::init_tracing(churnwatch_runtime::LogFormat::Pretty, "warn")
