@@ -19,6 +19,9 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo build --workspace --bins (the end-to-end tests run the binaries)"
+cargo build --workspace --bins --locked
+
 if cargo nextest --version >/dev/null 2>&1; then
     # nextest does not run doctests; run them first so nextest's summary closes the output.
     step "cargo test --doc --workspace"
