@@ -4,13 +4,16 @@
 //! spend per transaction (Fader, Hardie & Lee 2005, "RFM and CLV: Using Iso-Value Curves for
 //! Customer Base Analysis"). The module holds the likelihoods, the per-customer predictions used
 //! while scoring events (probability of being alive, expected purchases, expected spend) and
-//! maximum-likelihood fitting with Nelder-Mead over log-parameters. Everything here is a pure
-//! function of its arguments: no clock, no I/O, and the per-event predictions do not allocate.
+//! maximum-likelihood fitting over log-parameters: BFGS on analytic gradients, with restarted
+//! Nelder-Mead as a fallback. Everything here is a pure function of its arguments: no clock,
+//! no I/O, and the per-event predictions do not allocate.
+
+use std::ops::Range;
 
 use argmin::core::{CostFunction, Executor, State, TerminationReason};
 use argmin::solver::neldermead::NelderMead;
 use serde::{Deserialize, Serialize};
-use statrs::function::gamma::ln_gamma;
+use statrs::function::gamma::{digamma, ln_gamma};
 
 /// Minimum number of valid customer summaries a fit accepts.
 ///
@@ -27,27 +30,66 @@ const HYP2F1_MAX_TERMS: u32 = 10_000;
 /// Largest absolute log-parameter the optimizer may visit; beyond it the cost is infinite.
 ///
 /// e^20 ≈ 5·10^8 is far outside any plausible parameter, and the bound keeps a degenerate data
-/// set from walking the simplex towards overflow.
+/// set from walking the optimizer towards overflow.
 const LOG_PARAM_BOUND: f64 = 20.0;
 
-/// Nelder-Mead iteration cap for one run (one simplex).
+/// Distance from the edge of the search box, in log-parameter units, within which a parameter
+/// pushed outwards by the gradient is held still: 1% of e^±20 makes no difference, while
+/// letting the one parameter crawl the rest of the way would dominate every step.
+const EDGE_MARGIN: f64 = 0.01;
+
+/// Quasi-Newton iteration cap; a fit that needs more continues with Nelder-Mead.
+const MAX_QUASI_NEWTON_ITERS: u64 = 200;
+
+/// Longest step along any log-parameter one quasi-Newton iteration may take: a factor of e.
+///
+/// The first steps from a cold start are taken before any curvature is known, and the cap
+/// keeps them from leaping to where the likelihood underflows.
+const MAX_STEP: f64 = 1.0;
+
+/// Relative parameter change below which the quasi-Newton iteration has converged.
+const PARAM_TOLERANCE: f64 = 1e-8;
+
+/// Improvement of the mean log-likelihood per customer below which, twice in a row, the
+/// quasi-Newton iteration has converged although the parameters still move.
+const FLAT_TOLERANCE: f64 = 1e-12;
+
+/// Longest predicted step, in log-parameter units, that the quasi-Newton iteration takes
+/// without a line search once the improvement it predicts is below [`FLAT_TOLERANCE`].
+const FINAL_STEP: f64 = 1e-4;
+
+/// Fraction of the predicted decrease a line-search step must achieve (Armijo's constant).
+const ARMIJO: f64 = 1e-4;
+
+/// Relative size below which step·(change of gradient) counts as no curvature at all.
+const CURVATURE_FLOOR: f64 = 1e-10;
+
+/// Largest absolute log-parameter of a start or a result that [`minimize`] trusts on its own.
+const FAR_OUT: f64 = 10.0;
+
+/// Log-parameter step of the finite differences behind the first quasi-Newton iteration's
+/// Hessian.
+const HESSIAN_STEP: f64 = 1e-4;
+
+/// Argument from which [`ln_gamma_ratio`] and [`digamma_ratio`] use asymptotic series.
+const ASYMPTOTIC_MIN: f64 = 16.0;
+
+/// Nelder-Mead iteration cap for one run (one simplex) of the fallback.
 const MAX_ITERS_PER_RUN: u64 = 2_000;
 
-/// Maximum number of Nelder-Mead runs (the first plus restarts).
-const MAX_RUNS: usize = 6;
+/// Maximum number of Nelder-Mead runs of the fallback (the first plus restarts).
+const MAX_RUNS: usize = 4;
 
-/// Simplex edge, in log-parameter units, of the first run.
-const FIRST_STEP: f64 = 0.5;
-
-/// Simplex edge, in log-parameter units, of each restart.
-const RESTART_STEP: f64 = 0.2;
+/// Simplex edge, in log-parameter units, of each Nelder-Mead run: the fallback starts where
+/// the quasi-Newton iteration stopped, close to the optimum.
+const SIMPLEX_STEP: f64 = 0.05;
 
 /// Spread of the simplex costs (mean negative log-likelihood per customer) that ends a run.
 const SD_TOLERANCE: f64 = 1e-11;
 
-/// Improvement in mean negative log-likelihood per customer below which a restart confirms
-/// convergence.
-const CONVERGED_IMPROVEMENT: f64 = 1e-9;
+/// Improvement in mean negative log-likelihood per customer below which a Nelder-Mead run
+/// confirms convergence.
+const CONVERGED_IMPROVEMENT: f64 = 1e-10;
 
 /// One customer's purchase summary in the model's time unit (the caller uses weeks).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -138,12 +180,22 @@ impl BgNbdParams {
     /// Returns the log-likelihood of one customer's summary, or NaN if the summary is invalid
     /// (see [`RfmSummary::is_valid`]).
     ///
-    /// This is FHL (2005) equation 6 in logs: ln A₁ + ln A₂ + ln(A₃ + δ_{x>0} A₄).
+    /// This is FHL (2005) equation 6 in logs: ln A₁ + ln A₂ + ln(A₃ + δ_{x>0} A₄), arranged so
+    /// that no two large terms cancel (see `BgNbdSample::log_likelihood_and_gradient`).
     pub fn log_likelihood_one(&self, s: &RfmSummary) -> f64 {
         if !s.is_valid() {
             return f64::NAN;
         }
-        self.ln_count_terms(s.x) + self.ln_recency_term(s.x, s.t_x, s.t)
+        let Self { r, alpha, a, b } = *self;
+        let (x, t_x, t) = (s.x, s.t_x, s.t);
+        let u = (t / alpha).ln_1p();
+        let counts = ln_gamma_ratio(r, x) + ln_gamma_ratio(b, x) - ln_gamma_ratio(a + b, x);
+        let recency = -(r + x) * u - x * alpha.ln();
+        if x > 0.0 {
+            counts + recency + softplus_and_logistic(self.ln_dropout_odds(x, t_x, t)).0
+        } else {
+            counts + recency
+        }
     }
 
     /// Returns the summed log-likelihood of the valid summaries in `data`; invalid ones are
@@ -244,17 +296,27 @@ impl BgNbdParams {
     /// Returns the maximum-likelihood parameters for `data`, starting from `start` or, when
     /// `None`, from [`BgNbdParams::default`].
     ///
-    /// Invalid summaries (see [`RfmSummary::is_valid`]) are skipped. The optimizer is
-    /// Nelder-Mead over the logs of the parameters, so every candidate stays positive; it is
-    /// restarted around its best point until a restart no longer improves the mean
-    /// log-likelihood by more than 1e-9 per customer.
+    /// Invalid summaries (see [`RfmSummary::is_valid`]) are skipped; identical ones are merged,
+    /// and the gamma-function terms are computed once per distinct `x`, so an iteration costs
+    /// one pass over the distinct summaries.
+    ///
+    /// The optimizer works on the logs of the parameters, so every candidate stays positive:
+    /// BFGS on the analytic gradient of the likelihood, starting from a finite-difference
+    /// Hessian. It stops once the predicted remaining change of every parameter is below a
+    /// relative 1e-8 or the predicted remaining gain below 1e-12 of mean log-likelihood per
+    /// customer, or once the gain actually made stays below 1e-12 twice in a row, which is
+    /// where it ends when the optimum lies out along a ridge or at the edge of the search box
+    /// (e^±20). Should that take more than 200 iterations, restarted Nelder-Mead continues from
+    /// the best point. When the start or the result lies beyond e^±10, the fit is repeated from
+    /// the default start and the better result kept: that far out the likelihood flattens, and
+    /// a warm start can stall on such a plateau.
     ///
     /// # Errors
     ///
     /// [`FitError::TooFewCustomers`] with fewer than [`MIN_CUSTOMERS_TO_FIT`] valid summaries,
     /// [`FitError::InvalidStart`] or [`FitError::NonFinite`] for an unusable start,
-    /// [`FitError::NoConvergence`] when the restarts keep improving, and [`FitError::Solver`]
-    /// if the optimizer itself fails.
+    /// [`FitError::NoConvergence`] when neither optimizer meets its stopping rule, and
+    /// [`FitError::Solver`] if the Nelder-Mead library itself fails.
     pub fn fit(
         data: &[RfmSummary],
         start: Option<BgNbdParams>,
@@ -264,15 +326,19 @@ impl BgNbdParams {
             return Err(FitError::InvalidStart);
         }
         let sample = BgNbdSample::new(data);
-        let customers = sample.rows.len();
+        let customers = sample.customers;
         if customers < MIN_CUSTOMERS_TO_FIT {
             return Err(FitError::TooFewCustomers {
                 needed: MIN_CUSTOMERS_TO_FIT,
                 got: customers,
             });
         }
-        let theta = [start.r, start.alpha, start.a, start.b].map(f64::ln);
-        let minimum = minimize(BgNbdObjective { sample: &sample }, theta.to_vec())?;
+        let log_params = |p: BgNbdParams| [p.r, p.alpha, p.a, p.b].map(f64::ln);
+        let minimum = minimize(
+            BgNbdObjective { sample: &sample },
+            log_params(start),
+            log_params(BgNbdParams::default()),
+        )?;
         let params = BgNbdParams::from_log(&minimum.point).ok_or(FitError::NonFinite)?;
         let log_likelihood = sample.log_likelihood(&params);
         if !log_likelihood.is_finite() {
@@ -296,26 +362,6 @@ impl BgNbdParams {
     fn from_log(theta: &[f64]) -> Option<Self> {
         let [r, alpha, a, b] = exp_in_bounds::<4>(theta)?;
         Some(Self { r, alpha, a, b })
-    }
-
-    /// Returns ln A₁ + ln A₂, the part of the log-likelihood that depends on `x` alone.
-    fn ln_count_terms(&self, x: f64) -> f64 {
-        let Self { r, alpha, a, b } = *self;
-        let ln_a1 = ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln();
-        let ln_a2 = ln_gamma(a + b) + ln_gamma(b + x) - ln_gamma(b) - ln_gamma(a + b + x);
-        ln_a1 + ln_a2
-    }
-
-    /// Returns ln(A₃ + δ_{x>0} A₄), the part of the log-likelihood that depends on recency and
-    /// age.
-    fn ln_recency_term(&self, x: f64, t_x: f64, t: f64) -> f64 {
-        let ln_a3 = -(self.r + x) * (self.alpha + t).ln();
-        if x > 0.0 {
-            // ln A₄ − ln A₃ is the log-odds of having dropped out, shared with p_alive.
-            log_add_exp(ln_a3, ln_a3 + self.ln_dropout_odds(x, t_x, t))
-        } else {
-            ln_a3
-        }
     }
 
     /// Returns ln[(a/(b+x−1)) · ((α+T)/(α+t_x))^{r+x}], the log-odds that a customer with
@@ -375,18 +421,18 @@ impl GammaGammaParams {
     /// and positive); others are skipped, as [`GammaGammaParams::fit`] skips them.
     ///
     /// Per customer this is the log-density of the mean of `x` transactions after integrating
-    /// out ν: ln Γ(px+q) − ln Γ(px) − ln Γ(q) + q ln v + (px−1) ln m + px ln x − (px+q) ln(v+xm).
+    /// out ν: ln Γ(px+q) − ln Γ(px) − ln Γ(q) + q ln v + (px−1) ln m + px ln x − (px+q) ln(v+xm),
+    /// computed as ln Γ(px+q)/Γ(px) − ln Γ(q) + (px−1) ln m + px ln(x/v) − (px+q) ln(1 + xm/v).
     pub fn log_likelihood(&self, data: &[SpendSummary]) -> f64 {
         let Self { p, q, v } = *self;
+        let (ln_v, ln_gamma_q) = (v.ln(), ln_gamma(q));
         data.iter()
             .filter(|s| s.is_valid())
             .map(|s| {
                 let (x, m) = (s.x, s.mean_spend);
-                ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q)
-                    + q * v.ln()
-                    + (p * x - 1.0) * m.ln()
-                    + p * x * x.ln()
-                    - (p * x + q) * (v + x * m).ln()
+                let px = p * x;
+                ln_gamma_ratio(px, q) - ln_gamma_q + (px - 1.0) * m.ln() + px * (x.ln() - ln_v)
+                    - (px + q) * (x * m / v).ln_1p()
             })
             .sum()
     }
@@ -414,8 +460,8 @@ impl GammaGammaParams {
     ///
     /// Only summaries with finite, positive `x` and `mean_spend` are used. Spend is divided by
     /// its sample mean before optimizing, so the search behaves the same in cents or in yen;
-    /// `v` scales with the unit and is converted back. The optimizer is the same restarted
-    /// Nelder-Mead over log-parameters as [`BgNbdParams::fit`].
+    /// `v` scales with the unit and is converted back. The optimizer and its stopping rules
+    /// are those of [`BgNbdParams::fit`].
     ///
     /// # Errors
     ///
@@ -428,30 +474,32 @@ impl GammaGammaParams {
             return Err(FitError::InvalidStart);
         }
         let sample = GammaGammaSample::new(data);
-        let customers = sample.rows.len();
+        let customers = sample.customers;
         if customers < MIN_CUSTOMERS_TO_FIT {
             return Err(FitError::TooFewCustomers {
                 needed: MIN_CUSTOMERS_TO_FIT,
                 got: customers,
             });
         }
-        let scaled_start = match start {
-            Some(s) => GammaGammaParams {
-                v: s.v / sample.scale,
-                ..s
-            },
-            None => {
-                let GammaGammaParams { p, q, .. } = GammaGammaParams::default();
-                // Scaled spend has mean one, and the population mean is v·p/(q − 1).
-                GammaGammaParams {
-                    p,
-                    q,
-                    v: (q - 1.0) / p,
-                }
+        let default_start = {
+            let GammaGammaParams { p, q, .. } = GammaGammaParams::default();
+            // Scaled spend has mean one, and the population mean is v·p/(q − 1).
+            GammaGammaParams {
+                p,
+                q,
+                v: (q - 1.0) / p,
             }
         };
-        let theta = [scaled_start.p, scaled_start.q, scaled_start.v].map(f64::ln);
-        let minimum = minimize(GammaGammaObjective { sample: &sample }, theta.to_vec())?;
+        let scaled_start = start.map_or(default_start, |s| GammaGammaParams {
+            v: s.v / sample.scale,
+            ..s
+        });
+        let log_params = |p: GammaGammaParams| [p.p, p.q, p.v].map(f64::ln);
+        let minimum = minimize(
+            GammaGammaObjective { sample: &sample },
+            log_params(scaled_start),
+            log_params(default_start),
+        )?;
         let scaled = GammaGammaParams::from_log(&minimum.point).ok_or(FitError::NonFinite)?;
         let params = GammaGammaParams {
             v: scaled.v * sample.scale,
@@ -489,7 +537,7 @@ pub struct FitReport<P> {
     pub params: P,
     /// Log-likelihood of the fitted parameters over the customers used.
     pub log_likelihood: f64,
-    /// Nelder-Mead iterations over all runs.
+    /// Optimizer iterations: quasi-Newton iterations plus any Nelder-Mead iterations.
     pub iterations: u64,
     /// Number of valid customer summaries the fit used.
     pub customers: usize,
@@ -511,12 +559,12 @@ pub enum FitError {
     /// The starting parameters are not all finite and positive.
     #[error("starting parameters must all be finite and positive")]
     InvalidStart,
-    /// The optimizer kept improving the likelihood through every restart.
+    /// The optimizer kept improving the likelihood until its iteration caps ran out.
     #[error(
         "the fit did not converge after {iterations} iterations (log-likelihood {log_likelihood}); check the summaries' time unit or pass a closer start"
     )]
     NoConvergence {
-        /// Nelder-Mead iterations over all runs.
+        /// Optimizer iterations, as in [`FitReport::iterations`].
         iterations: u64,
         /// Best log-likelihood reached, summed over customers.
         log_likelihood: f64,
@@ -595,13 +643,61 @@ fn clamp_rfm(x: f64, t_x: f64, t: f64) -> (f64, f64, f64) {
     (x, t_x, t)
 }
 
-/// Returns ln(eᵖ + e^q) without overflow.
-fn log_add_exp(p: f64, q: f64) -> f64 {
-    let hi = p.max(q);
-    if hi == f64::NEG_INFINITY {
-        return hi;
+/// Returns ln(1 + eᵒ) and the logistic function eᵒ/(1 + eᵒ), without overflow for any `o`.
+fn softplus_and_logistic(o: f64) -> (f64, f64) {
+    let e = (-o.abs()).exp();
+    if o > 0.0 {
+        (o + e.ln_1p(), 1.0 / (1.0 + e))
+    } else {
+        (e.ln_1p(), e / (1.0 + e))
     }
-    hi + (-(p - q).abs()).exp().ln_1p()
+}
+
+/// Returns ln Γ(z + x) − ln Γ(z) for z > 0 and x ≥ 0.
+///
+/// For large z the two ln Γ values are huge and nearly equal (about 1.5·10⁸ each at z = 10⁷),
+/// and subtracting them loses half the digits. A population whose purchase rates hardly vary
+/// pushes r and α that far out, and the noise that subtraction adds to the likelihood there
+/// kept the optimizer from ever settling. From [`ASYMPTOTIC_MIN`] on, the difference of
+/// Stirling's series is formed term by term instead, so nothing large cancels.
+fn ln_gamma_ratio(z: f64, x: f64) -> f64 {
+    if x == 0.0 {
+        return 0.0;
+    }
+    if z < ASYMPTOTIC_MIN {
+        return ln_gamma(z + x) - ln_gamma(z);
+    }
+    let w = z + x;
+    // (w − ½) ln w − w − [(z − ½) ln z − z], rearranged.
+    (z - 0.5) * (x / z).ln_1p() + x * (w.ln() - 1.0) + stirling_correction(w)
+        - stirling_correction(z)
+}
+
+/// Returns ln Γ(w) − [(w − ½) ln w − w + ½ ln 2π] for w ≥ [`ASYMPTOTIC_MIN`] by Stirling's
+/// series; the first omitted term, 691/(360360 w¹¹), is about 10⁻¹⁶ there.
+fn stirling_correction(w: f64) -> f64 {
+    let v = 1.0 / (w * w);
+    (1.0 / 12.0 - v * (1.0 / 360.0 - v * (1.0 / 1260.0 - v * (1.0 / 1680.0 - v / 1188.0)))) / w
+}
+
+/// Returns ψ(z + x) − ψ(z), the derivative of [`ln_gamma_ratio`] with respect to z, for z > 0
+/// and x ≥ 0, without cancellation for large z.
+fn digamma_ratio(z: f64, x: f64) -> f64 {
+    if x == 0.0 {
+        return 0.0;
+    }
+    if z < ASYMPTOTIC_MIN {
+        return digamma(z + x) - digamma(z);
+    }
+    (x / z).ln_1p() + digamma_correction(z + x) - digamma_correction(z)
+}
+
+/// Returns ψ(w) − ln w for w ≥ [`ASYMPTOTIC_MIN`] by the asymptotic series; the first omitted
+/// term, 691/(32760 w¹²), is below 10⁻¹⁶ there.
+fn digamma_correction(w: f64) -> f64 {
+    let v = 1.0 / (w * w);
+    -0.5 / w
+        - v * (1.0 / 12.0 - v * (1.0 / 120.0 - v * (1.0 / 252.0 - v * (1.0 / 240.0 - v / 132.0))))
 }
 
 /// Returns exp of each log-parameter, or `None` if one is outside ±[`LOG_PARAM_BOUND`].
@@ -614,56 +710,165 @@ fn exp_in_bounds<const N: usize>(theta: &[f64]) -> Option<[f64; N]> {
     }
 }
 
-/// Returns (value, count) pairs for the distinct values in `values`.
-fn count_distinct(values: impl Iterator<Item = f64>) -> Vec<(f64, f64)> {
-    let mut sorted: Vec<f64> = values.collect();
-    sorted.sort_by(f64::total_cmp);
-    let mut groups: Vec<(f64, f64)> = Vec::new();
-    for value in sorted {
-        match groups.last_mut() {
-            Some((last, count)) if *last == value => *count += 1.0,
-            _ => groups.push((value, 1.0)),
-        }
-    }
-    groups
+/// Customers with the same number of repeat purchases; their rows sit together in
+/// [`BgNbdSample::repeat`].
+#[derive(Debug, Clone)]
+struct RepeatGroup {
+    x: f64,
+    /// Customers in the group: the sum of its rows' weights.
+    weight: f64,
+    rows: Range<usize>,
+}
+
+/// A distinct (t_x, T) among the customers of one [`RepeatGroup`], with how many share it.
+#[derive(Debug, Clone, Copy)]
+struct RepeatRow {
+    t_x: f64,
+    t: f64,
+    weight: f64,
 }
 
 /// Valid BG/NBD summaries prepared for repeated likelihood evaluation.
+///
+/// Identical summaries become one weighted row, and rows are grouped by x: the gamma-function
+/// terms depend on x alone, so they are computed once per distinct x rather than per customer.
+/// Customers without repeat purchases contribute through their age alone.
 #[derive(Debug)]
 struct BgNbdSample {
-    /// Distinct repeat-purchase counts with their multiplicities: the gamma-function terms
-    /// depend on x alone, so they are computed once per distinct x instead of per customer.
-    groups: Vec<(f64, f64)>,
-    rows: Vec<RfmSummary>,
+    /// Valid summaries, duplicates included.
+    customers: usize,
+    /// Distinct ages of the customers without repeat purchases, with multiplicities.
+    no_repeat: Vec<(f64, f64)>,
+    groups: Vec<RepeatGroup>,
+    repeat: Vec<RepeatRow>,
 }
 
 impl BgNbdSample {
     fn new(data: &[RfmSummary]) -> Self {
-        let rows: Vec<RfmSummary> = data.iter().copied().filter(RfmSummary::is_valid).collect();
-        let groups = count_distinct(rows.iter().map(|s| s.x));
-        Self { groups, rows }
+        let mut rows: Vec<RfmSummary> = data.iter().copied().filter(RfmSummary::is_valid).collect();
+        rows.sort_unstable_by(|p, q| {
+            (p.x.total_cmp(&q.x))
+                .then(p.t.total_cmp(&q.t))
+                .then(p.t_x.total_cmp(&q.t_x))
+        });
+        let mut no_repeat: Vec<(f64, f64)> = Vec::new();
+        let mut groups: Vec<RepeatGroup> = Vec::new();
+        let mut repeat: Vec<RepeatRow> = Vec::new();
+        for s in &rows {
+            if s.x == 0.0 {
+                // t_x plays no part without repeat purchases, so rows merge on the age alone.
+                match no_repeat.last_mut() {
+                    Some((t, weight)) if *t == s.t => *weight += 1.0,
+                    _ => no_repeat.push((s.t, 1.0)),
+                }
+                continue;
+            }
+            let start_new_group = groups.last().is_none_or(|g| g.x != s.x);
+            if start_new_group {
+                groups.push(RepeatGroup {
+                    x: s.x,
+                    weight: 0.0,
+                    rows: repeat.len()..repeat.len(),
+                });
+            }
+            let Some(group) = groups.last_mut() else {
+                continue;
+            };
+            group.weight += 1.0;
+            match repeat[group.rows.clone()].last_mut() {
+                Some(row) if row.t == s.t && row.t_x == s.t_x => row.weight += 1.0,
+                _ => {
+                    repeat.push(RepeatRow {
+                        t_x: s.t_x,
+                        t: s.t,
+                        weight: 1.0,
+                    });
+                    group.rows.end = repeat.len();
+                }
+            }
+        }
+        Self {
+            customers: rows.len(),
+            no_repeat,
+            groups,
+            repeat,
+        }
     }
 
-    /// Returns the same value as [`BgNbdParams::log_likelihood`] over the rows.
+    /// Returns the same value as [`BgNbdParams::log_likelihood`] over the valid summaries.
     fn log_likelihood(&self, params: &BgNbdParams) -> f64 {
-        let counts: f64 = self
-            .groups
-            .iter()
-            .map(|&(x, n)| n * params.ln_count_terms(x))
-            .sum();
-        let recency: f64 = self
-            .rows
-            .iter()
-            .map(|s| params.ln_recency_term(s.x, s.t_x, s.t))
-            .sum();
-        counts + recency
+        self.log_likelihood_and_gradient(params).0
+    }
+
+    /// Returns the log-likelihood under `params` and its gradient with respect to
+    /// (ln r, ln α, ln a, ln b), in one pass over the rows.
+    ///
+    /// Per customer the log-likelihood is, with u = ln(1 + T/α), g = ln((α+T)/(α+t_x)) and the
+    /// log-odds of dropout o = ln(a/(b+x−1)) + (r+x)·g,
+    /// ln Γ(r+x)/Γ(r) + ln[B(a, b+x)/B(a, b)] − (r+x)·u − x ln α + δ_{x>0} ln(1 + eᵒ),
+    /// which is FHL (2005) equation 6 with r ln α − (r+x) ln(α+T) written so that no two
+    /// large terms cancel when r and α are large.
+    fn log_likelihood_and_gradient(&self, params: &BgNbdParams) -> (f64, [f64; 4]) {
+        let BgNbdParams { r, alpha, a, b } = *params;
+        let (ln_alpha, inv_alpha) = (alpha.ln(), 1.0 / alpha);
+        // Without repeat purchases only −r·u remains.
+        let (mut sum_u, mut sum_share) = (0.0, 0.0);
+        for &(t, weight) in &self.no_repeat {
+            let q = t * inv_alpha;
+            sum_u += weight * q.ln_1p();
+            sum_share += weight * q / (1.0 + q);
+        }
+        let mut ll = -r * sum_u;
+        let mut grad = [-r * sum_u, r * sum_share, 0.0, 0.0];
+        for group in &self.groups {
+            let (x, n) = (group.x, group.weight);
+            let rx = r + x;
+            let b_x = b + x - 1.0;
+            let ln_odds_base = (a / b_x).ln();
+            // Sums over the group of u, ln(1 + eᵒ), σ(o)·g, α·∂/∂α of the row and σ(o).
+            let (mut s_u, mut s_softplus, mut s_sg, mut s_alpha, mut s_sigma) =
+                (0.0, 0.0, 0.0, 0.0, 0.0);
+            for row in &self.repeat[group.rows.clone()] {
+                let q = row.t * inv_alpha;
+                let u = q.ln_1p();
+                let h = (row.t - row.t_x) / (alpha + row.t_x);
+                let g = h.ln_1p();
+                let (softplus, sigma) = softplus_and_logistic(ln_odds_base + rx * g);
+                let w = row.weight;
+                s_u += w * u;
+                s_softplus += w * softplus;
+                s_sg += w * sigma * g;
+                s_alpha += w * (r * q - x - sigma * rx * h) / (1.0 + q);
+                s_sigma += w * sigma;
+            }
+            let psi_ab = digamma_ratio(a + b, x);
+            ll += n
+                * (ln_gamma_ratio(r, x) + ln_gamma_ratio(b, x)
+                    - ln_gamma_ratio(a + b, x)
+                    - x * ln_alpha)
+                - rx * s_u
+                + s_softplus;
+            grad[0] += r * (n * digamma_ratio(r, x) - s_u + s_sg);
+            grad[1] += s_alpha;
+            grad[2] += s_sigma - a * n * psi_ab;
+            grad[3] += b * (n * (digamma_ratio(b, x) - psi_ab) - s_sigma / b_x);
+        }
+        (ll, grad)
     }
 }
 
-/// Mean negative log-likelihood per customer over log-parameters, for Nelder-Mead.
+/// Mean negative log-likelihood per customer over log-parameters.
 #[derive(Debug, Clone, Copy)]
 struct BgNbdObjective<'a> {
     sample: &'a BgNbdSample,
+}
+
+impl Objective<4> for BgNbdObjective<'_> {
+    fn cost_and_gradient(&self, theta: &[f64; 4]) -> Option<(f64, [f64; 4])> {
+        let params = BgNbdParams::from_log(theta)?;
+        let (ll, grad) = self.sample.log_likelihood_and_gradient(&params);
+        mean_cost(ll, grad, self.sample.customers)
+    }
 }
 
 impl CostFunction for BgNbdObjective<'_> {
@@ -671,28 +876,41 @@ impl CostFunction for BgNbdObjective<'_> {
     type Output = f64;
 
     fn cost(&self, theta: &Self::Param) -> Result<f64, argmin::core::Error> {
-        let ll = BgNbdParams::from_log(theta).map(|p| self.sample.log_likelihood(&p));
-        Ok(mean_cost(ll, self.sample.rows.len()))
+        Ok(cost_only(self, theta))
     }
 }
 
-/// One valid Gamma-Gamma summary with spend in units of the sample mean.
-#[derive(Debug, Clone, Copy)]
-struct ScaledSpend {
+/// Customers with the same number of transactions; their rows sit together in
+/// [`GammaGammaSample::rows`].
+#[derive(Debug, Clone)]
+struct SpendGroup {
     x: f64,
     ln_x: f64,
-    m: f64,
-    ln_m: f64,
+    /// Customers in the group: the sum of its rows' weights.
+    weight: f64,
+    /// Σ ln m over the group's customers, m being scaled mean spend.
+    sum_ln_m: f64,
+    rows: Range<usize>,
 }
 
-/// Valid Gamma-Gamma summaries prepared for repeated likelihood evaluation.
+/// A distinct scaled mean spend m within one [`SpendGroup`], stored as x·m, with how many
+/// customers share it.
+#[derive(Debug, Clone, Copy)]
+struct SpendRow {
+    xm: f64,
+    weight: f64,
+}
+
+/// Valid Gamma-Gamma summaries prepared for repeated likelihood evaluation, grouped and merged
+/// like [`BgNbdSample`].
 #[derive(Debug)]
 struct GammaGammaSample {
     /// Mean of the valid mean-spend values; spend is divided by it.
     scale: f64,
-    /// Distinct transaction counts with multiplicities, as in [`BgNbdSample`].
-    groups: Vec<(f64, f64)>,
-    rows: Vec<ScaledSpend>,
+    /// Valid summaries, duplicates included.
+    customers: usize,
+    groups: Vec<SpendGroup>,
+    rows: Vec<SpendRow>,
 }
 
 impl GammaGammaSample {
@@ -707,51 +925,93 @@ impl GammaGammaSample {
         } else {
             valid.iter().map(|s| s.mean_spend).sum::<f64>() / valid.len() as f64
         };
-        let rows: Vec<ScaledSpend> = valid
-            .iter()
-            .map(|s| {
-                let m = s.mean_spend / scale;
-                ScaledSpend {
-                    x: s.x,
-                    ln_x: s.x.ln(),
-                    m,
-                    ln_m: m.ln(),
+        let mut scaled: Vec<(f64, f64)> =
+            valid.iter().map(|s| (s.x, s.mean_spend / scale)).collect();
+        scaled.sort_unstable_by(|p, q| p.0.total_cmp(&q.0).then(p.1.total_cmp(&q.1)));
+        let mut groups: Vec<SpendGroup> = Vec::new();
+        let mut rows: Vec<SpendRow> = Vec::new();
+        for &(x, m) in &scaled {
+            if groups.last().is_none_or(|g| g.x != x) {
+                groups.push(SpendGroup {
+                    x,
+                    ln_x: x.ln(),
+                    weight: 0.0,
+                    sum_ln_m: 0.0,
+                    rows: rows.len()..rows.len(),
+                });
+            }
+            let Some(group) = groups.last_mut() else {
+                continue;
+            };
+            group.weight += 1.0;
+            group.sum_ln_m += m.ln();
+            let xm = x * m;
+            match rows[group.rows.clone()].last_mut() {
+                Some(row) if row.xm == xm => row.weight += 1.0,
+                _ => {
+                    rows.push(SpendRow { xm, weight: 1.0 });
+                    group.rows.end = rows.len();
                 }
-            })
-            .collect();
-        let groups = count_distinct(rows.iter().map(|s| s.x));
+            }
+        }
         Self {
             scale,
+            customers: valid.len(),
             groups,
             rows,
         }
     }
 
     /// Returns the log-likelihood of the scaled spend under `params` (in scaled units).
+    #[cfg(test)]
     fn log_likelihood(&self, params: &GammaGammaParams) -> f64 {
+        self.log_likelihood_and_gradient(params).0
+    }
+
+    /// Returns the log-likelihood of the scaled spend under `params` and its gradient with
+    /// respect to (ln p, ln q, ln v), in one pass over the rows.
+    ///
+    /// Per customer this is the density of [`GammaGammaParams::log_likelihood`] with
+    /// q ln v − (px+q) ln(v + xm) written as −px ln v − (px+q) ln(1 + xm/v).
+    fn log_likelihood_and_gradient(&self, params: &GammaGammaParams) -> (f64, [f64; 3]) {
         let GammaGammaParams { p, q, v } = *params;
-        let counts: f64 = self
-            .groups
-            .iter()
-            .map(|&(x, n)| n * (ln_gamma(p * x + q) - ln_gamma(p * x)))
-            .sum();
-        let shared = self.rows.len() as f64 * (q * v.ln() - ln_gamma(q));
-        let rows: f64 = self
-            .rows
-            .iter()
-            .map(|s| {
-                let px = p * s.x;
-                (px - 1.0) * s.ln_m + px * s.ln_x - (px + q) * (v + s.x * s.m).ln()
-            })
-            .sum();
-        counts + shared + rows
+        let (ln_v, inv_v) = (v.ln(), 1.0 / v);
+        let ln_gamma_q = ln_gamma(q);
+        let mut ll = 0.0;
+        let mut grad = [0.0; 3];
+        for group in &self.groups {
+            let (n, px) = (group.weight, p * group.x);
+            // Sums over the group of ln(1 + y) and y/(1 + y), y = xm/v.
+            let (mut s_log, mut s_share) = (0.0, 0.0);
+            for row in &self.rows[group.rows.clone()] {
+                let y = row.xm * inv_v;
+                s_log += row.weight * y.ln_1p();
+                s_share += row.weight * y / (1.0 + y);
+            }
+            ll += n * (ln_gamma_ratio(px, q) - ln_gamma_q + px * (group.ln_x - ln_v))
+                + (px - 1.0) * group.sum_ln_m
+                - (px + q) * s_log;
+            grad[0] +=
+                px * (n * (digamma_ratio(px, q) + group.ln_x - ln_v) + group.sum_ln_m - s_log);
+            grad[1] += q * (n * digamma_ratio(q, px) - s_log);
+            grad[2] += (px + q) * s_share - n * px;
+        }
+        (ll, grad)
     }
 }
 
-/// Mean negative log-likelihood per customer over log-parameters, for Nelder-Mead.
+/// Mean negative log-likelihood per customer over log-parameters.
 #[derive(Debug, Clone, Copy)]
 struct GammaGammaObjective<'a> {
     sample: &'a GammaGammaSample,
+}
+
+impl Objective<3> for GammaGammaObjective<'_> {
+    fn cost_and_gradient(&self, theta: &[f64; 3]) -> Option<(f64, [f64; 3])> {
+        let params = GammaGammaParams::from_log(theta)?;
+        let (ll, grad) = self.sample.log_likelihood_and_gradient(&params);
+        mean_cost(ll, grad, self.sample.customers)
+    }
 }
 
 impl CostFunction for GammaGammaObjective<'_> {
@@ -759,55 +1019,444 @@ impl CostFunction for GammaGammaObjective<'_> {
     type Output = f64;
 
     fn cost(&self, theta: &Self::Param) -> Result<f64, argmin::core::Error> {
-        let ll = GammaGammaParams::from_log(theta).map(|p| self.sample.log_likelihood(&p));
-        Ok(mean_cost(ll, self.sample.rows.len()))
+        Ok(cost_only(self, theta))
     }
 }
 
-/// Returns −ll/n, or +∞ when the point is out of bounds or the likelihood is not finite.
+/// A fit's objective over log-parameters: the mean negative log-likelihood per customer.
+///
+/// Working in logs keeps every candidate positive, and dividing by the number of customers
+/// keeps the tolerances independent of the sample size.
+trait Objective<const N: usize> {
+    /// Returns the cost at `theta` and its gradient, or `None` outside ±[`LOG_PARAM_BOUND`] or
+    /// where either is not finite.
+    fn cost_and_gradient(&self, theta: &[f64; N]) -> Option<(f64, [f64; N])>;
+}
+
+/// Returns (−ll/n, −grad/n), or `None` unless all of it is finite.
+fn mean_cost<const N: usize>(ll: f64, grad: [f64; N], n: usize) -> Option<(f64, [f64; N])> {
+    let n = n as f64;
+    let cost = -ll / n;
+    let grad = grad.map(|g| -g / n);
+    (cost.is_finite() && grad.iter().all(|g| g.is_finite())).then_some((cost, grad))
+}
+
+/// Returns the cost alone for Nelder-Mead, +∞ where [`Objective::cost_and_gradient`] has none.
 ///
 /// Nelder-Mead compares costs with `<`; a NaN would fail every comparison and stall it, while
-/// +∞ simply loses. Dividing by n keeps the tolerances independent of the sample size.
-fn mean_cost(ll: Option<f64>, n: usize) -> f64 {
-    match ll {
-        Some(ll) if ll.is_finite() => -ll / n as f64,
-        _ => f64::INFINITY,
-    }
+/// +∞ simply loses.
+fn cost_only<const N: usize>(objective: &impl Objective<N>, theta: &[f64]) -> f64 {
+    <&[f64; N]>::try_from(theta)
+        .ok()
+        .and_then(|theta| objective.cost_and_gradient(theta))
+        .map_or(f64::INFINITY, |(cost, _)| cost)
 }
 
 /// Best point found by [`minimize`].
 #[derive(Debug)]
-struct Minimum {
-    point: Vec<f64>,
+struct Minimum<const N: usize> {
+    point: [f64; N],
     cost: f64,
+    /// Quasi-Newton iterations plus any Nelder-Mead iterations.
     iterations: u64,
-    /// Whether a restart confirmed the point; false when every run kept improving.
+    /// Whether a stopping rule was met; false when the iteration caps ran out first.
     converged: bool,
 }
 
-/// Returns the best point of `objective` found by restarted Nelder-Mead from `start`.
+/// Returns the minimum of `objective` found from `start` and, when either `start` or that
+/// minimum lies far out, also from `default_start`: whichever is lower.
 ///
-/// A single Nelder-Mead run can stop on a collapsed simplex short of the optimum, the known
-/// weakness of the method, so each converged run is followed by a fresh simplex around its best
-/// point; the fit has converged once a restart improves the cost by less than
-/// [`CONVERGED_IMPROVEMENT`].
-fn minimize<O>(objective: O, start: Vec<f64>) -> Result<Minimum, FitError>
+/// Far out (beyond e^±[`FAR_OUT`]) the likelihood flattens towards a limiting model, such as
+/// no dropout at all (a → 0) or identical purchase rates (r, α → ∞), and the gradient fades
+/// with it. A previous fit's parameters can sit on such a plateau while the new data's optimum
+/// lies elsewhere, and the optimizer then stops where it started because nothing nearby is
+/// better; the default start sees the likelihood from a region where it is not flat.
+fn minimize<O, const N: usize>(
+    objective: O,
+    start: [f64; N],
+    default_start: [f64; N],
+) -> Result<Minimum<N>, FitError>
 where
-    O: CostFunction<Param = Vec<f64>, Output = f64> + Clone,
+    O: Objective<N> + CostFunction<Param = Vec<f64>, Output = f64> + Clone,
 {
-    let start_cost = objective.cost(&start).map_err(solver_error)?;
-    if !start_cost.is_finite() {
-        return Err(FitError::NonFinite);
+    let far_out = |theta: &[f64; N]| theta.iter().any(|t| t.abs() > FAR_OUT);
+    let minimum = minimize_from(&objective, start)?;
+    if start == default_start || !(far_out(&start) || far_out(&minimum.point)) {
+        return Ok(minimum);
     }
-    let mut best = Minimum {
+    let Ok(other) = minimize_from(&objective, default_start) else {
+        return Ok(minimum);
+    };
+    let iterations = minimum.iterations + other.iterations;
+    let better = other.converged && (!minimum.converged || other.cost < minimum.cost);
+    let best = if better { other } else { minimum };
+    Ok(Minimum { iterations, ..best })
+}
+
+/// Returns the minimum of `objective` found from `start` by BFGS on the analytic gradient,
+/// continued by restarted Nelder-Mead from the best point should BFGS not converge within
+/// [`MAX_QUASI_NEWTON_ITERS`].
+fn minimize_from<O, const N: usize>(objective: &O, start: [f64; N]) -> Result<Minimum<N>, FitError>
+where
+    O: Objective<N> + CostFunction<Param = Vec<f64>, Output = f64> + Clone,
+{
+    let minimum = quasi_newton(objective, start)?;
+    if minimum.converged {
+        return Ok(minimum);
+    }
+    nelder_mead(objective.clone(), minimum)
+}
+
+/// Returns the minimum of `objective` found by BFGS from `start`.
+///
+/// Each iteration steps along −H·∇ with H the BFGS approximation of the inverse Hessian
+/// (starting from [`inverse_hessian_estimate`]), kept inside the search box by
+/// [`projected_direction`], capped at [`MAX_STEP`] per axis and shortened by backtracking
+/// until the cost decreases enough (Armijo).
+///
+/// The run has converged when the predicted remaining step −H·∇ changes no parameter by more
+/// than a relative [`PARAM_TOLERANCE`]; when, that step being short (within [`FINAL_STEP`]),
+/// the improvement it predicts is below [`FLAT_TOLERANCE`], once the step is taken; or when
+/// two iterations in a row improve the cost by less than [`FLAT_TOLERANCE`]: the optimum then
+/// lies out along a ridge where the likelihood no longer changes (for instance r and α growing
+/// together when purchase rates hardly vary between customers), or at the edge of the search
+/// box. When no step along −H·∇ decreases the cost, H is reset to the identity; when not even
+/// a step along −∇ does, the point is a minimum to within rounding.
+fn quasi_newton<const N: usize>(
+    objective: &impl Objective<N>,
+    start: [f64; N],
+) -> Result<Minimum<N>, FitError> {
+    let (mut cost, mut grad) = objective
+        .cost_and_gradient(&start)
+        .ok_or(FitError::NonFinite)?;
+    let mut minimum = Minimum {
         point: start,
-        cost: start_cost,
+        cost,
         iterations: 0,
         converged: false,
     };
-    for run in 0..MAX_RUNS {
-        let step = if run == 0 { FIRST_STEP } else { RESTART_STEP };
-        let solver = NelderMead::new(simplex_around(&best.point, step))
+    // A Hessian estimated from N more gradients saves BFGS the iterations it would spend
+    // learning the curvature from the identity, which remains the fallback at the edge of the
+    // search box.
+    let estimate = inverse_hessian_estimate(objective, &start, &grad);
+    // Whether inverse_hessian is the identity, with no curvature known.
+    let mut fresh = estimate.is_none();
+    let mut inverse_hessian = estimate.unwrap_or_else(identity);
+    let mut flat_iterations = 0;
+    while minimum.iterations < MAX_QUASI_NEWTON_ITERS {
+        minimum.iterations += 1;
+        let mut direction = projected_direction(&inverse_hessian, &grad, &minimum.point);
+        let mut slope = dot(&grad, &direction);
+        if slope.is_nan() || slope >= 0.0 {
+            inverse_hessian = identity();
+            fresh = true;
+            direction = projected_direction(&inverse_hessian, &grad, &minimum.point);
+            slope = dot(&grad, &direction);
+        }
+        let longest = max_abs(&direction);
+        if longest == 0.0 || (!fresh && longest < PARAM_TOLERANCE) {
+            minimum.converged = true;
+            break;
+        }
+        // With curvature known, −∇·H·∇/2 predicts the remaining improvement of the cost. Close
+        // to the optimum, once that is below what the cost can resolve, a line search could
+        // not tell the step from rounding, so the step is taken as predicted unless it is
+        // measurably worse. (Along a ridge the prediction is not to be trusted: the cost
+        // there keeps improving by more than a quadratic model expects.)
+        if !fresh && longest < FINAL_STEP && -0.5 * slope < FLAT_TOLERANCE {
+            let last: [f64; N] = std::array::from_fn(|i| {
+                (minimum.point[i] + direction[i]).clamp(-LOG_PARAM_BOUND, LOG_PARAM_BOUND)
+            });
+            if let Some((last_cost, _)) = objective.cost_and_gradient(&last)
+                && last_cost <= cost + FLAT_TOLERANCE
+            {
+                minimum.point = last;
+                minimum.cost = last_cost;
+            }
+            minimum.converged = true;
+            break;
+        }
+        if longest > MAX_STEP {
+            let shrink = MAX_STEP / longest;
+            direction = direction.map(|d| d * shrink);
+            slope *= shrink;
+        }
+        let Some((point, next_cost, next_grad)) =
+            line_search(objective, &minimum.point, cost, &grad, &direction, slope)
+        else {
+            if fresh {
+                minimum.converged = true;
+                break;
+            }
+            inverse_hessian = identity();
+            fresh = true;
+            continue;
+        };
+        let step: [f64; N] = std::array::from_fn(|i| point[i] - minimum.point[i]);
+        let change: [f64; N] = std::array::from_fn(|i| next_grad[i] - grad[i]);
+        let curvature = dot(&step, &change);
+        // Skipping the update when the curvature is not clearly positive keeps H positive
+        // definite, so −H·∇ stays a descent direction.
+        if curvature > CURVATURE_FLOOR * (dot(&step, &step) * dot(&change, &change)).sqrt() {
+            if fresh {
+                // Scales the identity to the curvature just seen before the first update.
+                let scale = curvature / dot(&change, &change);
+                inverse_hessian = identity::<N>().map(|row| row.map(|h| h * scale));
+                fresh = false;
+            }
+            bfgs_update(&mut inverse_hessian, &step, &change, curvature);
+        }
+        let improvement = cost - next_cost;
+        minimum.point = point;
+        minimum.cost = next_cost;
+        cost = next_cost;
+        grad = next_grad;
+        flat_iterations = if improvement < FLAT_TOLERANCE {
+            flat_iterations + 1
+        } else {
+            0
+        };
+        if flat_iterations >= 2 {
+            minimum.converged = true;
+            break;
+        }
+    }
+    Ok(minimum)
+}
+
+/// Returns the quasi-Newton direction −H·∇ at `point`, with `h` approximating the inverse
+/// Hessian, for the parameters that are free to move: a parameter at the edge of the search
+/// box (within [`EDGE_MARGIN`]) that the gradient or the direction pushes outwards is held
+/// where it is, and the others move on along the edge.
+///
+/// Holding parameter k replaces H by its Schur complement H − H·e_k·e_kᵀ·H / H_kk, the
+/// inverse Hessian of the problem with k fixed. Merely dropping row and column k would not
+/// do: along a ridge where two parameters move together (a and b when both are large), H_kk
+/// is huge for each of them, yet one is well determined once the other is fixed.
+fn projected_direction<const N: usize>(
+    h: &[[f64; N]; N],
+    grad: &[f64; N],
+    point: &[f64; N],
+) -> [f64; N] {
+    let edge = LOG_PARAM_BOUND - EDGE_MARGIN;
+    let outwards =
+        |i: usize, d: f64| (point[i] >= edge && d > 0.0) || (point[i] <= -edge && d < 0.0);
+    let mut reduced = *h;
+    let mut held = [false; N];
+    for k in 0..N {
+        if outwards(k, -grad[k]) {
+            hold(&mut reduced, k);
+            held[k] = true;
+        }
+    }
+    // Each pass holds one more parameter, so this ends within N passes.
+    loop {
+        let direction = mat_vec(&reduced, grad).map(|d| -d);
+        match (0..N).find(|&i| !held[i] && outwards(i, direction[i])) {
+            Some(k) => {
+                hold(&mut reduced, k);
+                held[k] = true;
+            }
+            None => return direction,
+        }
+    }
+}
+
+/// Replaces the symmetric positive semi-definite `h` by its Schur complement with respect to
+/// index `k`, which leaves row and column `k` zero.
+fn hold<const N: usize>(h: &mut [[f64; N]; N], k: usize) {
+    let pivot = h[k][k];
+    let column: [f64; N] = std::array::from_fn(|i| h[i][k]);
+    for (i, row) in h.iter_mut().enumerate() {
+        for (j, value) in row.iter_mut().enumerate() {
+            if i == k || j == k {
+                *value = 0.0;
+            } else if pivot > 0.0 {
+                *value -= column[i] * column[j] / pivot;
+            }
+        }
+    }
+}
+
+/// Returns the first point along `direction` from `point`, projected into the search box,
+/// whose cost is finite and at most `cost + ARMIJO·∇·step`, trying the whole step and then
+/// shorter ones, with its cost and gradient; `None` once the step would change no parameter by
+/// more than [`PARAM_TOLERANCE`]. `slope` is ∇·direction.
+fn line_search<const N: usize>(
+    objective: &impl Objective<N>,
+    point: &[f64; N],
+    cost: f64,
+    grad: &[f64; N],
+    direction: &[f64; N],
+    slope: f64,
+) -> Option<([f64; N], f64, [f64; N])> {
+    let longest = max_abs(direction);
+    let mut t: f64 = 1.0;
+    while t * longest >= PARAM_TOLERANCE {
+        let trial: [f64; N] = std::array::from_fn(|i| {
+            (point[i] + t * direction[i]).clamp(-LOG_PARAM_BOUND, LOG_PARAM_BOUND)
+        });
+        let predicted: f64 = (0..N).map(|i| grad[i] * (trial[i] - point[i])).sum();
+        let evaluated = objective.cost_and_gradient(&trial);
+        match evaluated {
+            // Projection can turn a descent step into one that is not; shorter steps are
+            // projected less.
+            Some((trial_cost, trial_grad))
+                if predicted < 0.0 && trial_cost <= cost + ARMIJO * predicted =>
+            {
+                return Some((trial, trial_cost, trial_grad));
+            }
+            Some((trial_cost, _)) => {
+                // The minimum of the parabola through the cost, the slope and the trial cost,
+                // kept within [0.1t, 0.5t].
+                let excess = trial_cost - cost - slope * t;
+                t = if excess > 0.0 {
+                    (-slope * t * t / (2.0 * excess)).clamp(0.1 * t, 0.5 * t)
+                } else {
+                    0.5 * t
+                };
+            }
+            None => t *= 0.1,
+        }
+    }
+    None
+}
+
+/// Replaces `h`, an approximation of the inverse Hessian, by its BFGS update for a `step`
+/// that changed the gradient by `change`, with `curvature` = step·change > 0:
+/// H ← (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ with ρ = 1/curvature.
+fn bfgs_update<const N: usize>(
+    h: &mut [[f64; N]; N],
+    step: &[f64; N],
+    change: &[f64; N],
+    curvature: f64,
+) {
+    let rho = 1.0 / curvature;
+    let hy = mat_vec(h, change);
+    let yhy = dot(change, &hy);
+    let ss = rho * rho * yhy + rho;
+    for i in 0..N {
+        for j in 0..N {
+            h[i][j] += ss * step[i] * step[j] - rho * (hy[i] * step[j] + step[i] * hy[j]);
+        }
+    }
+}
+
+/// Returns the inverse of the Hessian of `objective` at `point`, estimated by forward
+/// differences of the gradient `grad`, or `None` if a gradient is unavailable.
+///
+/// Away from the optimum the Hessian need not be positive definite; a multiple of the identity
+/// is then added, the smallest of 10⁻³, 10⁻², … times its largest diagonal element that makes
+/// it so, which turns the first step into a damped Newton step.
+fn inverse_hessian_estimate<const N: usize>(
+    objective: &impl Objective<N>,
+    point: &[f64; N],
+    grad: &[f64; N],
+) -> Option<[[f64; N]; N]> {
+    let mut hessian = [[0.0; N]; N];
+    for j in 0..N {
+        let mut shifted = *point;
+        shifted[j] += HESSIAN_STEP;
+        let (_, shifted_grad) = objective.cost_and_gradient(&shifted)?;
+        for i in 0..N {
+            hessian[i][j] = (shifted_grad[i] - grad[i]) / HESSIAN_STEP;
+        }
+    }
+    let largest = (0..N).fold(0.0_f64, |m, i| m.max(hessian[i][i].abs()));
+    let mut shift = 0.0;
+    for _ in 0..16 {
+        let shifted: [[f64; N]; N] = std::array::from_fn(|i| {
+            std::array::from_fn(|j| {
+                0.5 * (hessian[i][j] + hessian[j][i]) + if i == j { shift } else { 0.0 }
+            })
+        });
+        if let Some(inverse) = invert_positive_definite(&shifted) {
+            return Some(inverse);
+        }
+        shift = if shift == 0.0 {
+            1e-3 * largest
+        } else {
+            10.0 * shift
+        };
+    }
+    None
+}
+
+/// Returns the inverse of the symmetric matrix `m` by its Cholesky factorisation, or `None`
+/// unless `m` is positive definite.
+fn invert_positive_definite<const N: usize>(m: &[[f64; N]; N]) -> Option<[[f64; N]; N]> {
+    // m = L·Lᵀ with L lower triangular.
+    let mut l = [[0.0; N]; N];
+    for i in 0..N {
+        for j in 0..=i {
+            let partial: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
+            if i == j {
+                let pivot = m[i][i] - partial;
+                if pivot.is_nan() || pivot <= 0.0 {
+                    return None;
+                }
+                l[i][i] = pivot.sqrt();
+            } else {
+                l[i][j] = (m[i][j] - partial) / l[j][j];
+            }
+        }
+    }
+    // Column c of m⁻¹ solves L·Lᵀ·x = e_c.
+    let mut inverse = [[0.0; N]; N];
+    for c in 0..N {
+        let mut y = [0.0; N];
+        for i in 0..N {
+            let unit = if i == c { 1.0 } else { 0.0 };
+            y[i] = (unit - (0..i).map(|k| l[i][k] * y[k]).sum::<f64>()) / l[i][i];
+        }
+        let mut x = [0.0; N];
+        for i in (0..N).rev() {
+            x[i] = (y[i] - (i + 1..N).map(|k| l[k][i] * x[k]).sum::<f64>()) / l[i][i];
+        }
+        for (row, value) in inverse.iter_mut().zip(x) {
+            row[c] = value;
+        }
+    }
+    inverse
+        .iter()
+        .flatten()
+        .all(|v| v.is_finite())
+        .then_some(inverse)
+}
+
+/// Returns the N × N identity matrix.
+fn identity<const N: usize>() -> [[f64; N]; N] {
+    std::array::from_fn(|i| std::array::from_fn(|j| if i == j { 1.0 } else { 0.0 }))
+}
+
+/// Returns the product of `m` and `v`.
+fn mat_vec<const N: usize>(m: &[[f64; N]; N], v: &[f64; N]) -> [f64; N] {
+    m.map(|row| dot(&row, v))
+}
+
+/// Returns the dot product of `u` and `v`.
+fn dot<const N: usize>(u: &[f64; N], v: &[f64; N]) -> f64 {
+    u.iter().zip(v).map(|(a, b)| a * b).sum()
+}
+
+/// Returns the largest absolute component of `v`.
+fn max_abs<const N: usize>(v: &[f64; N]) -> f64 {
+    v.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+/// Returns the minimum of `objective` found by restarted Nelder-Mead from `from`, the best
+/// point of a quasi-Newton run that did not converge.
+///
+/// A single Nelder-Mead run can stop on a collapsed simplex short of the optimum, the known
+/// weakness of the method, so each run is followed by a fresh simplex around its best point;
+/// the fit has converged once a run improves the cost by less than [`CONVERGED_IMPROVEMENT`].
+fn nelder_mead<O, const N: usize>(objective: O, from: Minimum<N>) -> Result<Minimum<N>, FitError>
+where
+    O: CostFunction<Param = Vec<f64>, Output = f64> + Clone,
+{
+    let mut best = from;
+    for _ in 0..MAX_RUNS {
+        let solver = NelderMead::new(simplex_around(&best.point, SIMPLEX_STEP))
             .with_sd_tolerance(SD_TOLERANCE)
             .map_err(solver_error)?;
         let result = Executor::new(objective.clone(), solver)
@@ -825,11 +1474,12 @@ where
         let improvement = best.cost - state.get_best_cost();
         if improvement > 0.0
             && let Some(point) = state.get_best_param()
+            && let Ok(point) = <[f64; N]>::try_from(point.as_slice())
         {
-            best.point.clone_from(point);
+            best.point = point;
             best.cost = state.get_best_cost();
         }
-        if run > 0 && converged && improvement < CONVERGED_IMPROVEMENT {
+        if converged && improvement < CONVERGED_IMPROVEMENT {
             best.converged = true;
             break;
         }
@@ -1395,6 +2045,230 @@ mod tests {
         assert!(relative_error(in_cents.p, in_dollars.p) < 1e-6);
         assert!(relative_error(in_cents.q, in_dollars.q) < 1e-6);
         assert!(relative_error(in_cents.v, 100.0 * in_dollars.v) < 1e-6);
+    }
+
+    #[test]
+    fn warm_and_cold_starts_reach_the_same_optimum() {
+        // A periodic refit starts from the previous parameters, here the truth moved by 10%.
+        let data = simulate_bg_nbd(CDNOW, 20_000, 42);
+        let cold = BgNbdParams::fit(&data, None).unwrap();
+        let nudged = BgNbdParams {
+            r: CDNOW.r * 1.1,
+            alpha: CDNOW.alpha * 0.9,
+            a: CDNOW.a * 1.1,
+            b: CDNOW.b * 0.9,
+        };
+        let warm = BgNbdParams::fit(&data, Some(nudged)).unwrap();
+        let (w, c) = (warm.params, cold.params);
+        for (w, c) in [(w.r, c.r), (w.alpha, c.alpha), (w.a, c.a), (w.b, c.b)] {
+            assert!(relative_error(w, c) < 1e-6, "{warm:?} vs {cold:?}");
+        }
+        assert!(warm.iterations <= 15, "{warm:?}");
+
+        let spend = simulate_gamma_gamma(CDNOW_SPEND, 20_000, 42);
+        let cold = GammaGammaParams::fit(&spend, None).unwrap();
+        let nudged = GammaGammaParams {
+            p: CDNOW_SPEND.p * 1.1,
+            q: CDNOW_SPEND.q * 0.9,
+            v: CDNOW_SPEND.v * 1.1,
+        };
+        let warm = GammaGammaParams::fit(&spend, Some(nudged)).unwrap();
+        let (w, c) = (warm.params, cold.params);
+        for (w, c) in [(w.p, c.p), (w.q, c.q), (w.v, c.v)] {
+            assert!(relative_error(w, c) < 1e-6, "{warm:?} vs {cold:?}");
+        }
+        assert!(warm.iterations <= 20, "{warm:?}");
+    }
+
+    #[test]
+    fn warm_start_on_a_plateau_still_finds_the_optimum() {
+        // Parameters a previous fit may have left far out, where nobody drops out and everyone
+        // buys at the same rate: the likelihood is flat all around them, and the optimum for
+        // these data lies elsewhere.
+        let data = simulate_bg_nbd(CDNOW, 5_000, 11);
+        let cold = BgNbdParams::fit(&data, None).unwrap();
+        let plateau = BgNbdParams {
+            r: 1e7,
+            alpha: 5e7,
+            a: 1e-6,
+            b: 8.0,
+        };
+        let warm = BgNbdParams::fit(&data, Some(plateau)).unwrap();
+        assert!(
+            warm.log_likelihood >= cold.log_likelihood - 1e-6,
+            "{warm:?} vs {cold:?}"
+        );
+        assert!(
+            relative_error(warm.params.b, cold.params.b) < 1e-6,
+            "{warm:?}"
+        );
+    }
+
+    #[test]
+    fn fit_settles_when_purchase_rates_do_not_vary() {
+        // Everyone buys at rate 0.25 a week, so the gamma distribution of rates collapses to a
+        // point: the likelihood keeps rising as r and α grow together, and its supremum lies
+        // at infinity along that ridge. The fit must still stop, with the common rate r/α.
+        let truth = BgNbdParams {
+            r: 1e6,
+            alpha: 4e6,
+            ..CDNOW
+        };
+        let data = simulate_bg_nbd(truth, 5_000, 3);
+        let report = BgNbdParams::fit(&data, None).unwrap();
+        let BgNbdParams { r, alpha, .. } = report.params;
+        assert!(r > 1e3, "{report:?}");
+        assert!(relative_error(r / alpha, 0.25) < 0.03, "{report:?}");
+        let again = BgNbdParams::fit(&data, Some(report.params)).unwrap();
+        assert!(
+            (again.log_likelihood - report.log_likelihood).abs() < 1e-6,
+            "{again:?} vs {report:?}"
+        );
+    }
+
+    #[test]
+    fn nelder_mead_fallback_converges_from_where_bfgs_stopped() {
+        let data = simulate_bg_nbd(CDNOW, 2_000, 5);
+        let sample = BgNbdSample::new(&data);
+        let objective = BgNbdObjective { sample: &sample };
+        let start = [CDNOW.r, CDNOW.alpha, CDNOW.a, CDNOW.b].map(f64::ln);
+        let optimum = quasi_newton(&objective, start).unwrap();
+        assert!(optimum.converged);
+        // As if BFGS had run out of iterations a little way off.
+        let off = optimum.point.map(|t| t + 0.02);
+        let stalled = Minimum {
+            point: off,
+            cost: objective.cost_and_gradient(&off).unwrap().0,
+            iterations: MAX_QUASI_NEWTON_ITERS,
+            converged: false,
+        };
+        let fallback = nelder_mead(objective, stalled).unwrap();
+        assert!(fallback.converged);
+        assert!(fallback.iterations > MAX_QUASI_NEWTON_ITERS);
+        // Costs are means per customer.
+        assert!(
+            fallback.cost - optimum.cost < 1e-9,
+            "{fallback:?} vs {optimum:?}"
+        );
+    }
+
+    #[test]
+    fn gamma_function_ratios_stay_exact_for_large_arguments() {
+        // Γ(z + 1)/Γ(z) = z and ψ(z + 1) − ψ(z) = 1/z, on both sides of the switch to the
+        // asymptotic series and far beyond it, where subtracting two ln Γ values near 10⁸
+        // would leave about eight correct digits.
+        for z in [0.3, 2.5, 15.999, 16.0, 16.001, 250.0, 1e7, 4e8_f64] {
+            let ln_ratio = ln_gamma_ratio(z, 1.0);
+            assert!(
+                (ln_ratio - z.ln()).abs() < 1e-13 * z.ln().abs().max(1.0),
+                "z = {z}: {ln_ratio}"
+            );
+            let psi_ratio = digamma_ratio(z, 1.0);
+            assert!((psi_ratio * z - 1.0).abs() < 1e-12, "z = {z}: {psi_ratio}");
+        }
+        // Fractional steps agree with the plain differences where those are still accurate.
+        for (z, x) in [(15.5, 0.7), (16.5, 0.7), (20.0, 33.3), (40.0, 2.5)] {
+            let direct = ln_gamma(z + x) - ln_gamma(z);
+            let got = ln_gamma_ratio(z, x);
+            assert!(
+                (got - direct).abs() < 1e-12 * direct.abs(),
+                "({z}, {x}): {got} vs {direct}"
+            );
+            let direct = digamma(z + x) - digamma(z);
+            let got = digamma_ratio(z, x);
+            assert!(
+                (got - direct).abs() < 1e-11 * direct.abs(),
+                "({z}, {x}): {got} vs {direct}"
+            );
+        }
+    }
+
+    #[test]
+    fn likelihood_gradients_match_finite_differences() {
+        let rfm_data = simulate_bg_nbd(CDNOW, 2_000, 9);
+        let sample = BgNbdSample::new(&rfm_data);
+        let objective = BgNbdObjective { sample: &sample };
+        // At the published estimates, and out where nobody drops out and rates do not vary.
+        let far_out = BgNbdParams {
+            r: 1e7,
+            alpha: 5e7,
+            a: 1e-6,
+            b: 8.0,
+        };
+        for params in [CDNOW, far_out] {
+            let theta = [params.r, params.alpha, params.a, params.b].map(f64::ln);
+            assert_gradient_matches(&objective, theta);
+        }
+        let spend = simulate_gamma_gamma(CDNOW_SPEND, 2_000, 9);
+        let sample = GammaGammaSample::new(&spend);
+        let objective = GammaGammaObjective { sample: &sample };
+        let low_shape = GammaGammaParams {
+            p: 0.2,
+            q: 2.5,
+            v: 3_000.0,
+        };
+        for params in [CDNOW_SPEND, low_shape] {
+            let theta = [params.p, params.q, params.v / sample.scale].map(f64::ln);
+            assert_gradient_matches(&objective, theta);
+        }
+    }
+
+    /// Checks the analytic gradient of `objective` at `theta` against central differences.
+    fn assert_gradient_matches<const N: usize>(objective: &impl Objective<N>, theta: [f64; N]) {
+        let (_, grad) = objective.cost_and_gradient(&theta).unwrap();
+        let h = 1e-5;
+        for i in 0..N {
+            let cost_at = |delta: f64| {
+                let mut shifted = theta;
+                shifted[i] += delta;
+                objective.cost_and_gradient(&shifted).unwrap().0
+            };
+            let numeric = (cost_at(h) - cost_at(-h)) / (2.0 * h);
+            assert!(
+                (grad[i] - numeric).abs() < 1e-7 * (1.0 + numeric.abs()),
+                "θ = {theta:?}, component {i}: {} vs {numeric}",
+                grad[i]
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_summaries_are_merged_without_changing_the_likelihood() {
+        let distinct = simulate_bg_nbd(CDNOW, 300, 13);
+        // Every summary three times, plus customers without repeat purchases who differ only
+        // in t_x, which plays no part for them.
+        let mut data: Vec<RfmSummary> = distinct.iter().flat_map(|s| [*s; 3]).collect();
+        data.extend((0..20).map(|i| rfm(0.0, f64::from(i), 40.0)));
+        let sample = BgNbdSample::new(&data);
+        let rows = sample.no_repeat.len() + sample.repeat.len();
+        assert!(rows <= distinct.len() + 1, "{rows} rows");
+        assert_eq!(sample.customers, data.len());
+        let merged = sample.log_likelihood(&CDNOW);
+        let direct = CDNOW.log_likelihood(&data);
+        assert!(
+            (merged - direct).abs() < 1e-9 * direct.abs(),
+            "{merged} vs {direct}"
+        );
+
+        let distinct = simulate_gamma_gamma(CDNOW_SPEND, 300, 13);
+        let data: Vec<SpendSummary> = distinct.iter().flat_map(|s| [*s; 3]).collect();
+        let sample = GammaGammaSample::new(&data);
+        assert!(
+            sample.rows.len() <= distinct.len(),
+            "{} rows",
+            sample.rows.len()
+        );
+        assert_eq!(sample.customers, data.len());
+        let scaled = GammaGammaParams {
+            v: CDNOW_SPEND.v / sample.scale,
+            ..CDNOW_SPEND
+        };
+        let merged = sample.log_likelihood(&scaled) - data.len() as f64 * sample.scale.ln();
+        let direct = CDNOW_SPEND.log_likelihood(&data);
+        assert!(
+            (merged - direct).abs() < 1e-9 * direct.abs(),
+            "{merged} vs {direct}"
+        );
     }
 
     fn bg_nbd_params() -> impl Strategy<Value = BgNbdParams> {

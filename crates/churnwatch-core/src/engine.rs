@@ -386,7 +386,7 @@ mod tests {
                         .on_event(&mut work, &mut memory, e, Timestamp(0))
                         .unwrap();
                 }
-                outputs.extend(work.outputs.drain(..));
+                outputs.append(&mut work.outputs);
                 memory.commit(work);
             }
             let mut states: Vec<_> = memory.states.into_values().collect();

@@ -460,22 +460,41 @@ pub fn producer(config: &KafkaConfig, role: &'static str) -> Result<FutureProduc
         .map_err(|source| Error::Client { role, source })
 }
 
-/// Polls up to `max` messages, waiting at most `timeout` in total (less once `stop` says so).
+/// Polls up to `max` messages, waiting at most `timeout` in total (less once `stop` says so),
+/// and returns them with the assignment changes that happened meanwhile.
+///
+/// A rebalance runs inside `poll`. Messages buffered before a revocation belong to the old
+/// assignment: their offsets were not stored, so the next owner (or this consumer, when the
+/// partition comes straight back) fetches them again from the committed offset; they are
+/// dropped here at once. Messages polled after it belong to the new assignment and are kept.
 pub fn poll_batch(
     consumer: &SafeConsumer,
+    context: &RebalanceContext,
     max: usize,
     timeout: Duration,
     stop: &dyn Fn() -> bool,
-) -> Vec<OwnedMessage> {
-    let mut batch = Vec::with_capacity(max.min(4096));
+) -> (Vec<OwnedMessage>, AssignmentChanges) {
+    let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max.min(4096));
+    let mut changes = AssignmentChanges::default();
     let deadline = std::time::Instant::now() + timeout;
     while batch.len() < max && !stop() {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
             break;
         }
-        match consumer.poll(left) {
-            Some(Ok(m)) => batch.push(m.detach()),
+        let polled = consumer.poll(left).map(|r| r.map(|m| m.detach()));
+        let now = context.take_changes();
+        if !now.revoked.is_empty() {
+            batch.retain(|m| {
+                !now.revoked
+                    .iter()
+                    .any(|(t, p)| t == m.topic() && *p == m.partition())
+            });
+        }
+        changes.revoked.extend(now.revoked);
+        changes.assigned.extend(now.assigned);
+        match polled {
+            Some(Ok(m)) => batch.push(m),
             Some(Err(e)) => {
                 warn!(error = %e, "consumer error; retrying");
                 std::thread::sleep(Duration::from_millis(200));
@@ -483,7 +502,7 @@ pub fn poll_batch(
             None => {}
         }
     }
-    batch
+    (batch, changes)
 }
 
 /// Stores, per partition, the offset after the last message of `batch`: call only once the

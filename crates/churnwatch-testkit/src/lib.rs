@@ -343,3 +343,50 @@ pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
+
+/// Returns the number of messages ever written to `topic` (the sum of its partitions' high
+/// watermarks), or `None` when the broker cannot say.
+pub fn topic_end(brokers: &str, topic: &str) -> Option<i64> {
+    let consumer = probe(brokers, &format!("probe-end-{}", std::process::id()));
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()?;
+    let partitions = metadata.topics().first()?.partitions().len() as i32;
+    let mut end = 0;
+    for p in 0..partitions {
+        end += consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(5))
+            .ok()?
+            .1;
+    }
+    Some(end)
+}
+
+/// Returns the sum over `topic`'s partitions of the offsets consumer `group` committed (`None`
+/// when the broker cannot say). With offsets counted from 0, this is how many messages the
+/// group has finished with; unlike a watermark-based lag it does not depend on how the broker
+/// reports the log end.
+pub fn group_committed(brokers: &str, group: &str, topic: &str) -> Option<i64> {
+    let consumer = probe(brokers, group);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()?;
+    let partitions = metadata.topics().first()?.partitions().len() as i32;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .ok()?;
+    Some(
+        (0..partitions)
+            .map(
+                |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    _ => 0,
+                },
+            )
+            .sum(),
+    )
+}

@@ -186,7 +186,7 @@ fn relay(
     limit: Duration,
     shutdown: &CancellationToken,
 ) -> Result<f64> {
-    let (consumer, _) = churnwatch_kafka::consumer(
+    let (consumer, context) = churnwatch_kafka::consumer(
         kafka,
         "bench-relay",
         &format!("relay{}", std::process::id()),
@@ -198,8 +198,13 @@ fn relay(
     let mut relayed = 0u64;
     let never = || false;
     while relayed < n && started.elapsed() < limit && !shutdown.is_cancelled() {
-        let batch =
-            churnwatch_kafka::poll_batch(&consumer, 2_000, Duration::from_millis(100), &never);
+        let (batch, _) = churnwatch_kafka::poll_batch(
+            &consumer,
+            &context,
+            2_000,
+            Duration::from_millis(100),
+            &never,
+        );
         let make = |i: usize| {
             let m = &batch[i];
             FutureRecord::to(&target)
@@ -300,14 +305,13 @@ fn latency(
             sent += 1;
             next += interval;
         }
-        if let Some(Ok(m)) = watcher.poll(Duration::from_millis(1)) {
-            if let Some(start) = m
+        if let Some(Ok(m)) = watcher.poll(Duration::from_millis(1))
+            && let Some(start) = m
                 .key()
                 .and_then(|k| std::str::from_utf8(k).ok())
                 .and_then(|k| sent_at.remove(k))
-            {
-                latencies.push(start.elapsed().as_secs_f64() * 1000.0);
-            }
+        {
+            latencies.push(start.elapsed().as_secs_f64() * 1000.0);
         }
         if pending.len() > 1_000 {
             futures::executor::block_on(futures::future::join_all(std::mem::take(&mut pending)));

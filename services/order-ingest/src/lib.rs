@@ -214,18 +214,13 @@ pub fn run(
     info!(input = %topics.orders, accepted = %topics.accepted, dlq = %topics.dlq, "order-ingest running");
     let stop = || shutdown.is_cancelled();
     while !shutdown.is_cancelled() {
-        let mut batch =
-            churnwatch_kafka::poll_batch(consumer, config.batch_size, config.batch_timeout, &stop);
-        let changes = context.take_changes();
-        if !changes.revoked.is_empty() {
-            // Their offsets were committed up to the last durable batch; the new owner redoes
-            // the rest, so buffered messages of these partitions must not be produced here.
-            batch.retain(|m| {
-                !changes
-                    .revoked
-                    .contains(&(m.topic().to_owned(), m.partition()))
-            });
-        }
+        let (batch, _changes) = churnwatch_kafka::poll_batch(
+            consumer,
+            context,
+            config.batch_size,
+            config.batch_timeout,
+            &stop,
+        );
         if batch.is_empty() {
             continue;
         }

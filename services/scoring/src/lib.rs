@@ -188,6 +188,8 @@ pub enum ScoringError {
 struct Owned {
     engine: Engine,
     store: Partition,
+    /// Whether a message was processed since the partition was adopted.
+    started: bool,
 }
 
 /// The scoring service over its resources.
@@ -258,22 +260,18 @@ impl Scoring<'_> {
     fn run(&mut self, shutdown: &CancellationToken) -> Result<(), ScoringError> {
         let stop = || shutdown.is_cancelled();
         while !shutdown.is_cancelled() {
-            let mut batch = churnwatch_kafka::poll_batch(
+            let (batch, changes) = churnwatch_kafka::poll_batch(
                 self.consumer,
+                self.context,
                 self.config.batch_size,
                 self.config.batch_timeout,
                 &stop,
             );
-            let changes = self.context.take_changes();
             for (_, p) in &changes.revoked {
-                // Everything of the partition up to its last stored offset is durable.
+                // Everything of the partition up to its last stored offset is durable; if it
+                // comes back, its engine is resumed from the store.
                 self.partitions.remove(p);
             }
-            batch.retain(|m| {
-                !changes
-                    .revoked
-                    .contains(&(m.topic().to_owned(), m.partition()))
-            });
             for (_, p) in &changes.assigned {
                 self.adopt(*p, shutdown)?;
             }
@@ -333,7 +331,14 @@ impl Scoring<'_> {
                 })?;
             }
         }
-        self.partitions.insert(partition, Owned { engine, store });
+        self.partitions.insert(
+            partition,
+            Owned {
+                engine,
+                store,
+                started: false,
+            },
+        );
         Ok(())
     }
 
@@ -358,6 +363,14 @@ impl Scoring<'_> {
                 continue;
             }
             let owned = self.partitions.get_mut(&p).expect("adopted above");
+            if let (false, Some(first)) = (owned.started, messages.first()) {
+                owned.started = true;
+                info!(
+                    partition = p,
+                    offset = first.offset(),
+                    "consuming partition from offset"
+                );
+            }
             let span = info_span!(
                 "batch",
                 partition = p,
