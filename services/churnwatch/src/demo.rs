@@ -99,12 +99,14 @@ pub fn run(args: &DemoArgs, shutdown: &CancellationToken) -> Result<()> {
         fx_rates: args.core.fx_rates.clone(),
         ..IngestConfig::default()
     };
-    // The feed is history: evaluate on event time, as a replay would.
+    // The feed is history: evaluate on event time, as a replay would. Periodic refits run on
+    // wall time, which means nothing for a replay squeezed into a minute, so the demo keeps
+    // the prior parameters (`churnwatch eval` shows fitted ones).
     let scoring = ScoringConfig {
         kafka: kafka.clone(),
         state_dir: state.path().to_owned(),
         clock: ClockKind::Event,
-        refit_interval: Some(Duration::from_secs(15)),
+        refit_interval: None,
         ..ScoringConfig::default()
     };
     eprintln!(
