@@ -285,35 +285,6 @@ fn probe(brokers: &str, group: &str) -> BaseConsumer {
         .expect("a probe consumer")
 }
 
-/// Returns how many messages of `topic` the consumer `group` has not committed yet (`None`
-/// when the broker cannot say).
-pub fn group_lag(brokers: &str, group: &str, topic: &str) -> Option<i64> {
-    let consumer = probe(brokers, group);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .ok()?;
-    let partitions = metadata.topics().first()?.partitions().len() as i32;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(5))
-        .ok()?;
-    let mut lag = 0;
-    for p in 0..partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(5))
-            .ok()?;
-        let done = match committed.find_partition(topic, p)?.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        };
-        lag += (high - done).max(0);
-    }
-    Some(lag)
-}
-
 /// Reads every message of `topic` from the beginning until none arrives for `quiet`.
 pub fn consume_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<OwnedMessage> {
     let consumer = probe(

@@ -147,20 +147,18 @@ pub struct ScoringStats {
 impl ScoringStats {
     /// Returns customers per stage from the latest profiles.
     pub fn stages(&self) -> BTreeMap<Stage, u64> {
-        let mut out = BTreeMap::new();
-        for p in self
-            .profiles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-        {
-            *out.entry(p.stage).or_default() += 1;
-        }
-        out
+        self.count_profiles(|p| p.stage)
     }
 
     /// Returns customers per risk level from the latest profiles.
     pub fn levels(&self) -> BTreeMap<RiskLevel, u64> {
+        self.count_profiles(|p| p.risk_level)
+    }
+
+    fn count_profiles<K: Ord>(
+        &self,
+        key: impl Fn(&churnwatch_core::output::Profile) -> K,
+    ) -> BTreeMap<K, u64> {
         let mut out = BTreeMap::new();
         for p in self
             .profiles
@@ -168,7 +166,7 @@ impl ScoringStats {
             .unwrap_or_else(|p| p.into_inner())
             .values()
         {
-            *out.entry(p.risk_level).or_default() += 1;
+            *out.entry(key(p)).or_default() += 1;
         }
         out
     }
