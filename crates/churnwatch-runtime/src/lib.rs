@@ -68,6 +68,15 @@ fn describe(e: &figment::Error) -> String {
     }
 }
 
+/// Returns the wall-clock time: the one place services read the clock, since the domain core
+/// takes time only as a parameter.
+pub fn wall_now() -> churnwatch_core::Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    churnwatch_core::Timestamp(secs)
+}
+
 /// Log output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {

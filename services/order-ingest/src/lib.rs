@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use churnwatch_core::money::{CurrencyCode, FxTable};
 use churnwatch_core::{ParseConfig, RejectCode, Timestamp, parse_event};
@@ -127,9 +127,6 @@ pub enum IngestError {
     /// The configuration is unusable.
     #[error("invalid order-ingest configuration: {}", .0.join("; "))]
     Config(Vec<String>),
-    /// Kafka refused an operation ingest cannot do without.
-    #[error(transparent)]
-    Kafka(#[from] churnwatch_kafka::Error),
 }
 
 /// What one message became.
@@ -142,14 +139,6 @@ enum Outcome {
         code: RejectCode,
         headers: OwnedHeaders,
     },
-}
-
-fn wall_now() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64),
-    )
 }
 
 fn classify(msg: &OwnedMessage, parse: &ParseConfig, now: Timestamp) -> Outcome {
@@ -255,7 +244,7 @@ fn process_batch(
         partition = batch[0].partition()
     );
     let _enter = span.enter();
-    let now = wall_now();
+    let now = churnwatch_runtime::wall_now();
     let topics = &config.kafka.topics;
     let outcomes: Vec<Outcome> = batch.iter().map(|m| classify(m, parse, now)).collect();
     stats

@@ -13,11 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use churnwatch_core::engine::{Clock, Engine, Output, Work};
 use churnwatch_core::population::PopulationSummary;
-use churnwatch_core::{Event, Model, ModelParams, RiskLevel, Stage, Thresholds, Timestamp};
+use churnwatch_core::{Event, Model, ModelParams, RiskLevel, Stage, Thresholds};
 use churnwatch_kafka::rdkafka::Message;
 use churnwatch_kafka::rdkafka::consumer::{CommitMode, Consumer};
 use churnwatch_kafka::rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
@@ -211,14 +211,6 @@ impl std::fmt::Debug for Scoring<'_> {
     }
 }
 
-fn wall_now() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64),
-    )
-}
-
 /// Runs scoring until `shutdown` is cancelled. Blocking; run it on its own thread.
 ///
 /// # Errors
@@ -346,7 +338,7 @@ impl Scoring<'_> {
         batch: &[OwnedMessage],
         shutdown: &CancellationToken,
     ) -> Result<bool, ScoringError> {
-        let now = wall_now();
+        let now = churnwatch_runtime::wall_now();
         let mut by_partition: BTreeMap<i32, Vec<&OwnedMessage>> = BTreeMap::new();
         for m in batch {
             by_partition.entry(m.partition()).or_default().push(m);
@@ -412,7 +404,11 @@ impl Scoring<'_> {
             self.count(&work);
             outbox.push((p, seqs, records));
         }
-        self.store.flush()?;
+        // Every commit above adds to `outbox`; with nothing written there is nothing to flush
+        // (in wall-clock mode this loop runs every batch timeout even when idle).
+        if !outbox.is_empty() {
+            self.store.flush()?;
+        }
         self.stats
             .consumed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -533,7 +529,7 @@ impl Scoring<'_> {
         self.last_refit = Instant::now();
         let started = Instant::now();
         let now = match self.config.clock {
-            ClockKind::Wall => wall_now(),
+            ClockKind::Wall => churnwatch_runtime::wall_now(),
             ClockKind::Event => self
                 .partitions
                 .values()
