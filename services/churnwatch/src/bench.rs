@@ -116,7 +116,13 @@ pub fn run(args: &BenchArgs, shutdown: &CancellationToken) -> Result<()> {
     let producer = churnwatch_kafka::producer(&kafka, "bench-feed")?;
     let bar = progress::items(n, "events");
     bar.set_message("loading");
-    feed(&producer, &kafka.topics.orders, lines.iter().cloned(), &bar)?;
+    feed(
+        &producer,
+        &kafka.topics.orders,
+        lines.iter().cloned(),
+        &bar,
+        shutdown,
+    )?;
     bar.finish_and_clear();
 
     // 2. The bare relay: consume orders and re-produce each message unchanged.

@@ -131,7 +131,7 @@ pub fn run(args: &DemoArgs, shutdown: &CancellationToken) -> Result<()> {
         e.append_json(&mut line);
         (e.customer_id(), line)
     });
-    let fed = feed(&producer, &kafka.topics.orders, lines, &bar)?;
+    let fed = feed(&producer, &kafka.topics.orders, lines, &bar, shutdown)?;
     bar.finish_and_clear();
     let fed_secs = started.elapsed().as_secs_f64();
     eprintln!("fed {fed} events in {fed_secs:.1} s; processing");

@@ -145,16 +145,21 @@ impl Pipeline {
     }
 }
 
-/// Produces messages to `topic`, keyed, waiting for every acknowledgement at the end.
+/// Produces messages to `topic`, keyed, waiting for every acknowledgement at the end; stops
+/// early (with what was sent so far acknowledged) once `stop` says so, e.g. on Ctrl-C.
 pub fn feed<'a>(
     producer: &FutureProducer,
     topic: &str,
     messages: impl Iterator<Item = (String, Vec<u8>)> + 'a,
     progress: &indicatif::ProgressBar,
+    stop: &CancellationToken,
 ) -> Result<u64> {
     let mut in_flight = Vec::with_capacity(10_000);
     let mut sent = 0u64;
     for (key, payload) in messages {
+        if stop.is_cancelled() {
+            break;
+        }
         let record = FutureRecord::to(topic)
             .key(key.as_bytes())
             .payload(payload.as_slice());

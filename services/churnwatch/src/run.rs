@@ -159,7 +159,13 @@ pub fn backfill(args: &BackfillArgs, shutdown: &CancellationToken) -> Result<()>
     let producer = churnwatch_kafka::producer(&kafka, "backfill")?;
     let bar = progress::items(messages.len() as u64, "events");
     bar.set_message("importing");
-    let sent = feed(&producer, &kafka.topics.orders, messages.into_iter(), &bar)?;
+    let sent = feed(
+        &producer,
+        &kafka.topics.orders,
+        messages.into_iter(),
+        &bar,
+        shutdown,
+    )?;
     bar.finish_and_clear();
     eprintln!(
         "imported {sent} events ({len} bytes) from {} into {}",
