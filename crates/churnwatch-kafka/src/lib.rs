@@ -4,7 +4,7 @@
 //! is durable, a rebalance context that commits what is done before a partition moves, and
 //! idempotent producers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use rdkafka;
 
@@ -373,15 +373,51 @@ pub struct AssignmentChanges {
 /// A consumer context that commits the stored offsets before partitions are revoked (the work
 /// they cover is already durable, since offsets are stored only after it is) and tells the
 /// processing loop which partitions came and went.
+///
+/// It also checks that what arrives is contiguous: the input topics are not compacted and
+/// their producers are not transactional, so after offset `n` of a partition (or its committed
+/// offset `n + 1` at assignment) the next message must be `n + 1`. A jump means the broker
+/// skipped messages — data loss this consumer cannot repair — and is logged as an error and
+/// counted ([`RebalanceContext::skipped`]), never passed over in silence.
 #[derive(Debug, Clone, Default)]
 pub struct RebalanceContext {
     changes: Arc<Mutex<AssignmentChanges>>,
+    next: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    skipped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RebalanceContext {
     /// Returns and clears the assignment changes seen since the last call.
     pub fn take_changes(&self) -> AssignmentChanges {
         std::mem::take(&mut *self.changes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Returns how many messages the broker skipped (offsets that never arrived) so far.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Checks a polled message against the offset expected next in its partition.
+    fn check_continuity(&self, m: &OwnedMessage) {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (m.topic().to_owned(), m.partition());
+        if let Some(&expected) = next.get(&key)
+            && m.offset() > expected
+        {
+            let missing = m.offset() - expected;
+            self.skipped
+                .fetch_add(missing as u64, std::sync::atomic::Ordering::Relaxed);
+            error!(
+                topic = m.topic(),
+                partition = m.partition(),
+                expected,
+                got = m.offset(),
+                missing,
+                "the broker skipped messages: offsets {expected}..{} never arrived (a broker fault; they are not processed)",
+                m.offset() - 1
+            );
+        }
+        next.insert(key, m.offset() + 1);
     }
 }
 
@@ -414,10 +450,25 @@ impl ConsumerContext for RebalanceContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let assigned = partitions_of(tpl);
+                // Where each partition resumes: the first message must be this offset.
+                let committed = consumer.committed_offsets((*tpl).clone(), Duration::from_secs(10));
+                {
+                    let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+                    for (topic, partition) in &assigned {
+                        next.remove(&(topic.clone(), *partition));
+                    }
+                    if let Ok(committed) = &committed {
+                        for e in committed.elements() {
+                            if let Offset::Offset(o) = e.offset() {
+                                next.insert((e.topic().to_owned(), e.partition()), o);
+                            }
+                        }
+                    }
+                }
                 info!(?assigned, "partitions assigned");
                 self.changes
                     .lock()
@@ -494,7 +545,10 @@ pub fn poll_batch(
         changes.revoked.extend(now.revoked);
         changes.assigned.extend(now.assigned);
         match polled {
-            Some(Ok(m)) => batch.push(m),
+            Some(Ok(m)) => {
+                context.check_continuity(&m);
+                batch.push(m);
+            }
             Some(Err(e)) => {
                 warn!(error = %e, "consumer error; retrying");
                 std::thread::sleep(Duration::from_millis(200));
@@ -602,6 +656,42 @@ pub async fn bootstrap_topics_waiting(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn message(partition: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            None,
+            None,
+            "orders".into(),
+            rdkafka::Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    #[test]
+    fn offsets_the_broker_never_delivered_are_counted_as_skipped() {
+        let context = RebalanceContext::default();
+        // Unknown start (no committed offset): whatever comes first is accepted.
+        context.check_continuity(&message(0, 10));
+        context.check_continuity(&message(0, 11));
+        // Redelivery of an earlier offset is not a gap.
+        context.check_continuity(&message(0, 5));
+        assert_eq!(context.skipped(), 0);
+        context.check_continuity(&message(0, 6));
+        context.check_continuity(&message(0, 9));
+        assert_eq!(context.skipped(), 2, "offsets 7 and 8 never arrived");
+        // Partitions are tracked apart; a committed offset seeds the expectation.
+        context
+            .next
+            .lock()
+            .unwrap()
+            .insert(("orders".into(), 1), 100);
+        context.check_continuity(&message(1, 100));
+        assert_eq!(context.skipped(), 2);
+        context.check_continuity(&message(1, 104));
+        assert_eq!(context.skipped(), 5);
+    }
 
     #[test]
     fn pass_through_properties_cannot_weaken_the_delivery_guarantees() {

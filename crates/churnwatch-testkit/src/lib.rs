@@ -17,6 +17,13 @@ use churnwatch_kafka::rdkafka::{Message, Offset, TopicPartitionList};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
     /// In memory: fast, lost when the broker stops.
+    ///
+    /// Only for consumers that read their topics from the start. tansu 0.6.0's memory engine
+    /// answers a fetch at an offset inside a stored record batch from the *next* batch on
+    /// (the records between are never delivered), and reports a partition's log end as its
+    /// last batch's base offset + 1. A consumer resuming from a committed offset (a restart,
+    /// a rebalance) therefore loses messages on it; the services detect and log that
+    /// ("the broker skipped messages"), but such tests need [`Storage::Sqlite`].
     Memory,
     /// In a SQLite file in the broker's directory: survives a broker restart.
     Sqlite,
@@ -170,7 +177,10 @@ impl Service {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let log = log_dir.join(format!("{name}-{}.log", std::process::id()));
+        // One file per start, so a restarted service's log is its own.
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = log_dir.join(format!("{name}-{}-{n}.log", std::process::id()));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

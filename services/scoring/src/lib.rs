@@ -278,6 +278,12 @@ impl Scoring<'_> {
             }
             if !batch.is_empty() {
                 churnwatch_kafka::store_batch_offsets(self.consumer, &batch);
+                debug!(
+                    messages = batch.len(),
+                    last_offset = batch.last().map(Message::offset),
+                    watermarks = ?self.partitions.iter().map(|(p, o)| (*p, o.engine.watermark())).collect::<Vec<_>>(),
+                    "batch durable; offsets stored"
+                );
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
             }
             self.maybe_refit()?;
