@@ -96,8 +96,10 @@ pub trait StateStore {
     type Error;
     /// Returns a customer's stored state, if any.
     fn load(&mut self, customer_id: &str) -> Result<Option<CustomerState>, Self::Error>;
-    /// Returns whether an event id was processed before, beyond what the states remember.
-    fn seen(&mut self, event_id: &str) -> Result<bool, Self::Error>;
+    /// Returns whether an event was processed before, beyond what the states remember. An
+    /// event is known by its `event_id`; a redelivery or duplicate carries its original's
+    /// `occurred_at`, which lets a store index ids by time and expire them in time order.
+    fn seen(&mut self, event_id: &str, occurred_at: Timestamp) -> Result<bool, Self::Error>;
 }
 
 /// Something to publish.
@@ -197,7 +199,9 @@ impl Engine {
         event: &Event,
         wall_now: Timestamp,
     ) -> Result<Applied, S::Error> {
-        if work.seen_set.contains(&event.event_id) || store.seen(&event.event_id)? {
+        if work.seen_set.contains(&event.event_id)
+            || store.seen(&event.event_id, event.occurred_at)?
+        {
             work.stats.duplicates += 1;
             return Ok(Applied::Duplicate);
         }
@@ -244,9 +248,9 @@ impl Engine {
         store: &mut S,
         now: Timestamp,
     ) -> Result<(), S::Error> {
-        if self.watermark.is_some_and(|w| w >= now) {
-            return Ok(());
-        }
+        // The clock never goes back, but timers set since it last moved may already be due
+        // (an event assessed at its own, earlier time), so they are fired even when it stays.
+        let now = self.watermark.map_or(now, |w| w.max(now));
         self.watermark = Some(now);
         while let Some((due, customer)) = self.timers.pop_due(now) {
             work.timers.insert(customer.clone(), None);
@@ -313,7 +317,7 @@ mod tests {
         fn load(&mut self, customer_id: &str) -> Result<Option<CustomerState>, Self::Error> {
             Ok(self.states.get(customer_id).cloned())
         }
-        fn seen(&mut self, event_id: &str) -> Result<bool, Self::Error> {
+        fn seen(&mut self, event_id: &str, _: Timestamp) -> Result<bool, Self::Error> {
             Ok(self.seen.contains(event_id))
         }
     }
@@ -405,6 +409,35 @@ mod tests {
             quits.stage,
             Stage::CoreDefector,
             "timers reached the silent customer"
+        );
+    }
+
+    #[test]
+    fn on_the_wall_clock_a_history_already_overdue_is_flagged_without_waiting_for_the_clock() {
+        // Three monthly orders, the last 90 days before "now": each event is assessed at its own
+        // time, and the timer that follows is already due. It fires at the same wall time.
+        let now = Timestamp(1_704_067_200 + 150 * DAY);
+        let mut memory = Memory::default();
+        let mut engine = Engine::new(Model::default(), Clock::Wall, None, TimerIndex::default());
+        let mut work = Work::default();
+        engine.advance(&mut work, &mut memory, now).unwrap();
+        for n in 0..3 {
+            engine
+                .on_event(
+                    &mut work,
+                    &mut memory,
+                    &order("c", n, i64::from(n) * 30),
+                    now,
+                )
+                .unwrap();
+        }
+        engine.advance(&mut work, &mut memory, now).unwrap();
+        assert!(
+            work.outputs
+                .iter()
+                .any(|o| matches!(o, Output::Risk(r) if r.level >= crate::RiskLevel::High)),
+            "{:?}",
+            work.outputs
         );
     }
 

@@ -46,7 +46,7 @@ impl StateStore for Memory {
         Ok(self.states.remove(customer_id))
     }
 
-    fn seen(&mut self, _event_id: &str) -> Result<bool, Infallible> {
+    fn seen(&mut self, _event_id: &str, _occurred_at: Timestamp) -> Result<bool, Infallible> {
         // In memory there is no event-id index beyond what each state remembers.
         Ok(false)
     }

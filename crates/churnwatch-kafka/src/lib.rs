@@ -169,7 +169,11 @@ impl KafkaConfig {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // How long a fetch may wait for data. Kafka answers as soon as data arrives, so
+            // this only bounds idle fetches; brokers such as tansu hold every fetch this long,
+            // which puts it straight into each hop's latency (librdkafka's default is 500).
+            .set("fetch.wait.max.ms", "20");
         for (k, v) in &self.properties {
             c.set(k, v);
         }
@@ -511,8 +515,9 @@ pub fn producer(config: &KafkaConfig, role: &'static str) -> Result<FutureProduc
         .map_err(|source| Error::Client { role, source })
 }
 
-/// Polls up to `max` messages, waiting at most `timeout` in total (less once `stop` says so),
-/// and returns them with the assignment changes that happened meanwhile.
+/// Polls up to `max` messages — waiting at most `timeout` for the first, then taking only what
+/// is already fetched (less once `stop` says so) — and returns them with the assignment changes
+/// that happened meanwhile.
 ///
 /// A rebalance runs inside `poll`. Messages buffered before a revocation belong to the old
 /// assignment: their offsets were not stored, so the next owner (or this consumer, when the
@@ -529,11 +534,17 @@ pub fn poll_batch(
     let mut changes = AssignmentChanges::default();
     let deadline = std::time::Instant::now() + timeout;
     while batch.len() < max && !stop() {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            break;
-        }
+        // Wait up to the deadline for the first message; after that take only what is already
+        // fetched. Under load the local queue holds whole fetch responses, so batches grow by
+        // themselves; when traffic is light a message is processed at once instead of waiting
+        // for company.
+        let left = if batch.is_empty() {
+            deadline.saturating_duration_since(std::time::Instant::now())
+        } else {
+            Duration::ZERO
+        };
         let polled = consumer.poll(left).map(|r| r.map(|m| m.detach()));
+        let drained = polled.is_none() && (!batch.is_empty() || left.is_zero());
         let now = context.take_changes();
         if !now.revoked.is_empty() {
             batch.retain(|m| {
@@ -554,6 +565,9 @@ pub fn poll_batch(
                 std::thread::sleep(Duration::from_millis(200));
             }
             None => {}
+        }
+        if drained {
+            break;
         }
     }
     (batch, changes)

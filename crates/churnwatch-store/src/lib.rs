@@ -1,6 +1,6 @@
 //! The sled store behind the scoring service: one tree per Kafka partition holding customer
-//! states, the event-id de-duplication index, silence timers, the partition's watermark and an
-//! outbox of events to publish, plus a meta tree for the schema version and the fitted model.
+//! states, the event-id de-duplication index, silence timers and the partition's watermark, plus
+//! a meta tree for the schema version and the fitted model.
 //! Everything a consumer batch changes in a partition is written in one atomic sled batch, and
 //! [`Store::flush`] makes it durable before offsets are stored.
 //!
@@ -12,10 +12,9 @@ use std::path::Path;
 
 use churnwatch_core::engine::{StateStore, TimerIndex};
 use churnwatch_core::{CustomerState, ModelParams, Timestamp};
-use serde::{Deserialize, Serialize};
 
 /// Version of the on-disk layout; a store written by another version is refused.
-pub const STORE_VERSION: u32 = 1;
+pub const STORE_VERSION: u32 = 2;
 
 /// Errors of the store, each naming what to do.
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +59,12 @@ const META_VERSION: &[u8] = b"version";
 const META_MODEL: &[u8] = b"model";
 
 const STATE: u8 = b's';
-const SEEN: u8 = b'd';
-const SEEN_BY_TIME: u8 = b'e';
+/// Event ids, keyed by event time then id: one key serves both the lookup (a duplicate carries
+/// its original's `occurred_at`) and expiry in time order.
+const SEEN: u8 = b'e';
 const TIMER: u8 = b't';
 const TIMER_OF: u8 = b'n';
 const WATERMARK: &[u8] = b"mwatermark";
-const OUTBOX: u8 = b'o';
 
 /// The sled database of one scoring process.
 #[derive(Debug, Clone)]
@@ -73,29 +72,6 @@ pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
     path: String,
-}
-
-/// Where an outbox record goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Destination {
-    /// The `customer-risk` topic.
-    Risk,
-    /// The `customer-stage` topic.
-    Stage,
-    /// The compacted `customer-profiles` topic.
-    Profile,
-}
-
-/// A message waiting to be published: written with the state change that caused it, deleted
-/// once Kafka acknowledged it, re-sent after a crash in between.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboxRecord {
-    /// Where it goes.
-    pub destination: Destination,
-    /// The message key (the customer id).
-    pub key: String,
-    /// The JSON payload.
-    pub payload: Vec<u8>,
 }
 
 impl Store {
@@ -152,7 +128,6 @@ impl Store {
             .open_tree(format!("partition-{partition}"))
             .map_err(|e| self.sled_err(e))?;
         Ok(Partition {
-            db: self.db.clone(),
             tree,
             partition,
             path: self.path.clone(),
@@ -214,7 +189,6 @@ impl Store {
 /// The data of one partition.
 #[derive(Debug, Clone)]
 pub struct Partition {
-    db: sled::Db,
     tree: sled::Tree,
     partition: i32,
     path: String,
@@ -231,10 +205,6 @@ pub struct Commit<'a> {
     pub timers: Option<&'a HashMap<String, Option<Timestamp>>>,
     /// The partition's watermark.
     pub watermark: Option<Timestamp>,
-    /// Messages to publish.
-    pub outbox_add: Vec<OutboxRecord>,
-    /// Published messages to forget.
-    pub outbox_remove: Vec<u64>,
     /// Forget event ids older than this event time.
     pub forget_seen_before: Option<Timestamp>,
 }
@@ -310,9 +280,9 @@ impl Partition {
     }
 
     /// Returns whether an event id was processed (and not yet forgotten).
-    pub fn was_seen(&self, event_id: &str) -> Result<bool> {
+    pub fn was_seen(&self, event_id: &str, at: Timestamp) -> Result<bool> {
         self.tree
-            .contains_key(key(SEEN, event_id.as_bytes()))
+            .contains_key(key2(SEEN, &time_key(at), event_id.as_bytes()))
             .map_err(|e| self.sled_err(e))
     }
 
@@ -341,40 +311,20 @@ impl Partition {
         Ok(TimerIndex::from_timers(timers))
     }
 
-    /// Returns the messages waiting to be published, oldest first, with their sequence numbers.
-    pub fn outbox(&self) -> Result<Vec<(u64, OutboxRecord)>> {
-        self.tree
-            .scan_prefix([OUTBOX])
-            .map(|kv| {
-                let (k, v) = kv.map_err(|e| self.sled_err(e))?;
-                let seq = u64::from_be_bytes(
-                    k[1..9]
-                        .try_into()
-                        .map_err(|_| self.corrupt("outbox", "bad key"))?,
-                );
-                let record = postcard::from_bytes(&v).map_err(|e| self.corrupt("outbox", e))?;
-                Ok((seq, record))
-            })
-            .collect()
-    }
-
-    /// Writes one batch's changes atomically and returns the sequence numbers given to the
-    /// outbox records (in order). Durable after [`Store::flush`].
-    pub fn commit(&self, c: &Commit<'_>) -> Result<Vec<u64>> {
+    /// Writes one batch's changes atomically. Durable after [`Store::flush`].
+    pub fn commit(&self, c: &Commit<'_>) -> Result<()> {
         let mut batch = sled::Batch::default();
         for s in &c.states {
             let bytes = postcard::to_stdvec(s).expect("customer state serializes");
             batch.insert(key(STATE, s.customer_id.as_bytes()), bytes);
         }
         for (id, at) in c.seen {
-            batch.insert(key(SEEN, id.as_bytes()), &time_key(*at));
-            batch.insert(key2(SEEN_BY_TIME, &time_key(*at), id.as_bytes()), &[]);
+            batch.insert(key2(SEEN, &time_key(*at), id.as_bytes()), &[]);
         }
         if let Some(before) = c.forget_seen_before {
-            let end = key(SEEN_BY_TIME, &time_key(before));
-            for kv in self.tree.range(vec![SEEN_BY_TIME]..end) {
+            let end = key(SEEN, &time_key(before));
+            for kv in self.tree.range(vec![SEEN]..end) {
                 let (k, _) = kv.map_err(|e| self.sled_err(e))?;
-                batch.remove(key(SEEN, &k[9..]));
                 batch.remove(k);
             }
         }
@@ -394,21 +344,7 @@ impl Partition {
         if let Some(w) = c.watermark {
             batch.insert(WATERMARK, &time_key(w));
         }
-        let mut seqs = Vec::with_capacity(c.outbox_add.len());
-        for record in &c.outbox_add {
-            // Monotonic per database, so outbox order is publication order.
-            let seq = self.db.generate_id().map_err(|e| self.sled_err(e))?;
-            batch.insert(
-                key(OUTBOX, &seq.to_be_bytes()),
-                postcard::to_stdvec(record).expect("outbox record serializes"),
-            );
-            seqs.push(seq);
-        }
-        for seq in &c.outbox_remove {
-            batch.remove(key(OUTBOX, &seq.to_be_bytes()));
-        }
-        self.tree.apply_batch(batch).map_err(|e| self.sled_err(e))?;
-        Ok(seqs)
+        self.tree.apply_batch(batch).map_err(|e| self.sled_err(e))
     }
 }
 
@@ -419,8 +355,8 @@ impl StateStore for Partition {
         self.state(customer_id)
     }
 
-    fn seen(&mut self, event_id: &str) -> Result<bool> {
-        self.was_seen(event_id)
+    fn seen(&mut self, event_id: &str, at: Timestamp) -> Result<bool> {
+        self.was_seen(event_id, at)
     }
 }
 
@@ -450,21 +386,14 @@ mod tests {
                 ("b".to_owned(), Some(Timestamp(400))),
             ]
             .into();
-            let seqs = p
-                .commit(&Commit {
-                    states: vec![&a],
-                    seen: &seen,
-                    timers: Some(&timers),
-                    watermark: Some(Timestamp(250)),
-                    outbox_add: vec![OutboxRecord {
-                        destination: Destination::Risk,
-                        key: "a".into(),
-                        payload: b"{}".to_vec(),
-                    }],
-                    ..Commit::default()
-                })
-                .unwrap();
-            assert_eq!(seqs.len(), 1);
+            p.commit(&Commit {
+                states: vec![&a],
+                seen: &seen,
+                timers: Some(&timers),
+                watermark: Some(Timestamp(250)),
+                ..Commit::default()
+            })
+            .unwrap();
             store.set_model_params(&ModelParams::default()).unwrap();
             store.flush().unwrap();
         }
@@ -473,14 +402,14 @@ mod tests {
         let p = store.partition(3).unwrap();
         assert_eq!(p.state("a").unwrap().unwrap().totals.orders, 2);
         assert!(p.state("zz").unwrap().is_none());
-        assert!(p.was_seen("e1").unwrap() && !p.was_seen("e3").unwrap());
+        assert!(p.was_seen("e1", Timestamp(100)).unwrap());
+        assert!(!p.was_seen("e3", Timestamp(100)).unwrap());
         assert_eq!(p.watermark().unwrap(), Some(Timestamp(250)));
         let mut timers = p.timers().unwrap();
         assert_eq!(
             timers.pop_due(Timestamp(1_000)),
             Some((Timestamp(400), "b".into()))
         );
-        assert_eq!(p.outbox().unwrap().len(), 1);
         assert_eq!(store.model_params().unwrap(), Some(ModelParams::default()));
     }
 
@@ -518,8 +447,9 @@ mod tests {
             1,
             "the old timer key is gone"
         );
-        assert!(!p.was_seen("old").unwrap(), "forgotten");
-        assert!(p.was_seen("new").unwrap());
+        assert!(!p.was_seen("old", Timestamp(10)).unwrap(), "forgotten");
+        assert!(p.was_seen("new", Timestamp(1_000)).unwrap());
+        assert_eq!(p.seen_count(), 1);
         let none: HashMap<_, _> = [("a".to_owned(), None)].into();
         p.commit(&Commit {
             timers: Some(&none),
@@ -538,32 +468,6 @@ mod tests {
         keys.sort();
         let back: Vec<i64> = keys.iter().map(|k| time_from_key(k).unwrap().0).collect();
         assert_eq!(back, vec![i64::MIN, -3, -1, 0, 5, i64::MAX]);
-    }
-
-    #[test]
-    fn the_outbox_is_emptied_by_sequence_number() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let p = store.partition(1).unwrap();
-        let record = |k: &str| OutboxRecord {
-            destination: Destination::Profile,
-            key: k.into(),
-            payload: vec![1],
-        };
-        let seqs = p
-            .commit(&Commit {
-                outbox_add: vec![record("x"), record("y")],
-                ..Commit::default()
-            })
-            .unwrap();
-        assert!(seqs[0] < seqs[1]);
-        p.commit(&Commit {
-            outbox_remove: vec![seqs[0]],
-            ..Commit::default()
-        })
-        .unwrap();
-        let left = p.outbox().unwrap();
-        assert_eq!(left, vec![(seqs[1], record("y"))]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `churnwatch bench`: the load harness. Against one broker it measures, in the same run, the
 //! core alone, a bare relay (consume and re-produce the same messages with no processing: the
 //! transport's own ceiling) and the full pipeline (order-ingest + scoring), and reports
-//! events/s and their ratios; `--latency-rate` adds produce-to-profile latency at a fixed rate.
+//! events/s and their ratios; `--latency-rate` adds produce-to-risk-event latency at a fixed rate.
 //! Every loop is bounded in count and time.
 
 use std::collections::HashMap;
@@ -35,7 +35,7 @@ pub struct BenchArgs {
     /// Partitions of the benchmark topics.
     #[arg(long, default_value_t = 2)]
     pub partitions: i32,
-    /// Also measure produce-to-profile latency at this many events per second.
+    /// Also measure produce-to-risk-event latency at this many events per second.
     #[arg(long)]
     pub latency_rate: Option<u64>,
     /// Seconds the latency phase sends for.
@@ -232,8 +232,11 @@ fn relay(
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Sends first orders of new customers at `rate`/s and measures, per customer, the time from
-/// the order's produce to its profile on the profile topic (every applied event publishes one).
+/// Sends orders at `rate` events/s and measures the time from an order's produce to the
+/// `customer-risk` event it causes. Every probe is a new customer with three orders 30 days
+/// apart, the last 90 days ago, sent back to back: after the third, the wall clock finds the
+/// customer overdue, the risk level rises from low and a risk event is published. Latency is
+/// measured from the produce of the third order.
 fn latency(
     kafka: &KafkaConfig,
     run_id: u32,
@@ -275,7 +278,7 @@ fn latency(
         &kafka,
         "bench-watch",
         &format!("lat{run_id}-watch"),
-        &[&kafka.topics.profiles],
+        &[&kafka.topics.risk],
     )?;
     let producer = churnwatch_kafka::producer(&kafka, "bench-latency")?;
     // Let the services join their groups before the clock starts.
@@ -288,45 +291,60 @@ fn latency(
     let mut next = Instant::now();
     let mut sent = 0u64;
     let mut pending = Vec::new();
-    let now_text = || {
+    let days_ago = |days: i64| {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        Timestamp(t).to_string()
+        Timestamp(t - days * 86_400).to_string()
     };
-    while (sent < total || latencies.len() < sent as usize)
+    let probes = (total / 3).max(1);
+    let mut sending = Duration::ZERO;
+    while (sent < probes || latencies.len() < sent as usize)
         && started.elapsed() < limit
         && !shutdown.is_cancelled()
     {
-        while sent < total && Instant::now() >= next {
+        while sent < probes && Instant::now() >= next {
             let customer = format!("lat-{run_id}-{sent}");
-            let json = format!(
-                r#"{{"type":"order","event_id":"{customer}-1","order_id":"o-{customer}","customer_id":"{customer}","occurred_at":"{}","currency":"USD","total":"25.00"}}"#,
-                now_text()
-            );
-            sent_at.insert(customer.clone(), Instant::now());
-            pending.push(churnwatch_kafka::send(
-                &producer,
-                FutureRecord::to(&kafka.topics.orders)
-                    .key(customer.as_bytes())
-                    .payload(json.as_bytes()),
-            ));
+            for (n, ago) in [150, 120, 90].into_iter().enumerate() {
+                let json = format!(
+                    r#"{{"type":"order","event_id":"{customer}-{n}","order_id":"o-{customer}-{n}","customer_id":"{customer}","occurred_at":"{}","currency":"USD","total":"25.00"}}"#,
+                    days_ago(ago)
+                );
+                if n == 2 {
+                    sent_at.insert(customer.clone(), Instant::now());
+                }
+                pending.push(churnwatch_kafka::send(
+                    &producer,
+                    FutureRecord::to(&kafka.topics.orders)
+                        .key(customer.as_bytes())
+                        .payload(json.as_bytes()),
+                ));
+            }
             sent += 1;
-            next += interval;
+            next += interval * 3;
+            if sent == probes {
+                sending = started.elapsed();
+            }
         }
-        if let Some(Ok(m)) = watcher.poll(Duration::from_millis(1))
-            && let Some(start) = m
-                .key()
-                .and_then(|k| std::str::from_utf8(k).ok())
-                .and_then(|k| sent_at.remove(k))
-        {
-            latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+        // Take every risk event already fetched; pause briefly only when idle.
+        while let Some(polled) = watcher.poll(Duration::ZERO) {
+            if let Ok(m) = polled
+                && let Some(start) = m
+                    .key()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .and_then(|k| sent_at.remove(k))
+            {
+                latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        if sent == probes || Instant::now() < next {
+            std::thread::sleep(Duration::from_micros(200));
         }
         if pending.len() > 1_000 {
             futures::executor::block_on(futures::future::join_all(std::mem::take(&mut pending)));
         }
     }
-    let achieved = sent as f64 / started.elapsed().as_secs_f64().max(1e-3);
+    let achieved = (3 * sent) as f64 / sending.as_secs_f64().max(1e-3);
     stop.cancel();
     pipeline.join()?;
     watcher.unsubscribe();
@@ -338,7 +356,7 @@ fn latency(
             .unwrap_or(f64::NAN)
     };
     println!(
-        "latency at {rate} events/s (sent {sent}, {achieved:.0}/s achieved, {} measured): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "latency at {rate} events/s ({sent} probes of 3 events, {achieved:.0} events/s achieved, {} measured): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         latencies.len(),
         q(0.5),
         q(0.99),

@@ -1,6 +1,11 @@
 //! The all-in-one `churnwatch` binary: the demo, synthetic data generation and offline
 //! evaluation of the domain core against ground truth.
 
+/// Services allocate and free many small buffers per message; mimalloc serves them faster than
+/// the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod demo;
 mod eval;

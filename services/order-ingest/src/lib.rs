@@ -53,7 +53,7 @@ impl Default for IngestConfig {
             fx_rates: String::new(),
             max_message_bytes: 64 * 1024,
             max_future_skew: Duration::from_secs(300),
-            batch_size: 2_000,
+            batch_size: 10_000,
             batch_timeout: Duration::from_millis(100),
         }
     }

@@ -1,6 +1,11 @@
 //! `query`: answers customer, at-risk, stage, retention, profitability and campaign questions
 //! over gRPC from a sled view of the compacted profile topic.
 
+/// Services allocate and free many small buffers per message; mimalloc serves them faster than
+/// the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 /// Materialises the compacted `customer-profiles` topic into a read-optimised sled view and

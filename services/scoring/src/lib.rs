@@ -3,11 +3,12 @@
 //! and `customer-stage` events when the risk level or the stage changes, plus profiles to the
 //! compacted `customer-profiles` topic.
 //!
-//! Per batch: the core [`Engine`] of each partition decides; its effects (states, event ids,
-//! timers, watermark, and the messages to publish as an outbox) are written in one atomic sled
-//! batch and flushed; then the outbox is published and, once Kafka acknowledged it, removed;
-//! only then are the batch's offsets stored. A crash anywhere redelivers events that are
-//! recognised by `event_id`, and re-sends outbox messages whose ids are deterministic.
+//! Per batch: the core [`Engine`] of each partition decides; the messages it causes are
+//! published and acknowledged; then its effects (states, event ids, timers, watermark) are
+//! written in one atomic sled batch per partition and flushed; only then are the batch's
+//! offsets stored. A crash before the commit redoes the batch from the old states and publishes
+//! the same messages again under the same deterministic ids; a crash after it redelivers events
+//! that are recognised by `event_id`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ use churnwatch_kafka::rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use churnwatch_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use churnwatch_kafka::{KafkaConfig, RebalanceContext, SafeConsumer};
 use churnwatch_runtime::CancellationToken;
-use churnwatch_store::{Commit, Destination, OutboxRecord, Partition, Store};
+use churnwatch_store::{Commit, Partition, Store};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, info_span, warn};
 
@@ -79,7 +80,7 @@ impl Default for ScoringConfig {
             allowed_lateness: Duration::from_secs(3600),
             refit_interval: Some(Duration::from_secs(6 * 3600)),
             dedup_retention: Duration::from_secs(30 * 86_400),
-            batch_size: 2_000,
+            batch_size: 10_000,
             batch_timeout: Duration::from_millis(100),
             thresholds: Thresholds::default(),
         }
@@ -263,7 +264,7 @@ impl Scoring<'_> {
                 self.partitions.remove(p);
             }
             for (_, p) in &changes.assigned {
-                self.adopt(*p, shutdown)?;
+                self.adopt(*p)?;
             }
             // Messages can arrive for a partition before its assignment was seen here.
             for p in batch
@@ -271,7 +272,7 @@ impl Scoring<'_> {
                 .map(Message::partition)
                 .collect::<std::collections::BTreeSet<_>>()
             {
-                self.adopt(p, shutdown)?;
+                self.adopt(p)?;
             }
             if !self.process(&batch, shutdown)? {
                 break;
@@ -296,9 +297,8 @@ impl Scoring<'_> {
         Ok(())
     }
 
-    /// Takes ownership of a partition: resumes its engine from the store and publishes what
-    /// a crash left in its outbox.
-    fn adopt(&mut self, partition: i32, shutdown: &CancellationToken) -> Result<(), ScoringError> {
+    /// Takes ownership of a partition: resumes its engine from the store.
+    fn adopt(&mut self, partition: i32) -> Result<(), ScoringError> {
         if self.partitions.contains_key(&partition) {
             return Ok(());
         }
@@ -312,21 +312,6 @@ impl Scoring<'_> {
             watermark,
             timers,
         );
-        let leftovers = store.outbox()?;
-        if !leftovers.is_empty() {
-            info!(
-                partition,
-                messages = leftovers.len(),
-                "re-publishing the outbox left by an interrupted run"
-            );
-            let records: Vec<OutboxRecord> = leftovers.iter().map(|(_, r)| r.clone()).collect();
-            if self.publish(&records, shutdown) {
-                store.commit(&Commit {
-                    outbox_remove: leftovers.iter().map(|(s, _)| *s).collect(),
-                    ..Commit::default()
-                })?;
-            }
-        }
         self.partitions.insert(
             partition,
             Owned {
@@ -350,7 +335,7 @@ impl Scoring<'_> {
             by_partition.entry(m.partition()).or_default().push(m);
         }
         let wall = self.config.clock == ClockKind::Wall;
-        let mut outbox: Vec<(i32, Vec<u64>, Vec<OutboxRecord>)> = Vec::new();
+        let mut done: Vec<(i32, Work)> = Vec::new();
         let mut invalid: Vec<&OwnedMessage> = Vec::new();
         let ids: Vec<i32> = self.partitions.keys().copied().collect();
         for p in ids {
@@ -392,42 +377,41 @@ impl Scoring<'_> {
             if wall {
                 owned.engine.advance(&mut work, &mut owned.store, now)?;
             }
-            if work.is_empty() {
-                continue;
+            if !work.is_empty() {
+                done.push((p, work));
             }
-            let records = to_outbox(&work);
-            let watermark = owned.engine.watermark();
-            let forget = watermark.map(|w| w.plus(-(self.config.dedup_retention.as_secs() as i64)));
-            let seqs = owned.store.commit(&Commit {
-                states: work.states.values().collect(),
-                seen: &work.seen,
-                timers: Some(&work.timers),
-                watermark,
-                outbox_add: records.clone(),
-                outbox_remove: Vec::new(),
-                forget_seen_before: forget,
-            })?;
-            self.count(&work);
-            outbox.push((p, seqs, records));
-        }
-        // Every commit above adds to `outbox`; with nothing written there is nothing to flush
-        // (in wall-clock mode this loop runs every batch timeout even when idle).
-        if !outbox.is_empty() {
-            self.store.flush()?;
         }
         self.stats
             .consumed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        // Publish what the batch caused and wait for Kafka's acknowledgements first: once the
+        // states are committed, redelivered events are duplicates and would not publish again.
+        // A crash before the commit redoes the batch from the old states, which publishes the
+        // same messages again under the same deterministic ids.
+        let records: Vec<Outgoing> = done.iter().flat_map(|(_, work)| outgoing(work)).collect();
+        if !self.publish(&records, shutdown) {
+            return Ok(false);
+        }
         self.dead_letter(&invalid, shutdown);
-        // Publish, then forget the outbox of each partition.
-        for (p, seqs, records) in outbox {
-            if !self.publish(&records, shutdown) {
-                return Ok(false);
-            }
-            self.partitions[&p].store.commit(&Commit {
-                outbox_remove: seqs,
-                ..Commit::default()
+        for (p, work) in &done {
+            let owned = &self.partitions[p];
+            let watermark = owned.engine.watermark();
+            let forget = watermark.map(|w| w.plus(-(self.config.dedup_retention.as_secs() as i64)));
+            owned.store.commit(&Commit {
+                states: work.states.values().collect(),
+                seen: &work.seen,
+                timers: Some(&work.timers),
+                watermark,
+                forget_seen_before: forget,
             })?;
+        }
+        // With nothing written there is nothing to flush (in wall-clock mode this runs every
+        // batch timeout even when idle).
+        if !done.is_empty() {
+            self.store.flush()?;
+        }
+        for (_, work) in &done {
+            self.count(work);
         }
         Ok(true)
     }
@@ -453,7 +437,7 @@ impl Scoring<'_> {
 
     /// Publishes records and waits for every acknowledgement, retrying failures; returns false
     /// if shutdown interrupted it (the records stay in the outbox).
-    fn publish(&self, records: &[OutboxRecord], shutdown: &CancellationToken) -> bool {
+    fn publish(&self, records: &[Outgoing], shutdown: &CancellationToken) -> bool {
         let topics = &self.config.kafka.topics;
         let make = |i: usize| {
             let r = &records[i];
@@ -564,14 +548,32 @@ impl Scoring<'_> {
     }
 }
 
-fn to_outbox(work: &Work) -> Vec<OutboxRecord> {
+/// Where a published message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Destination {
+    Risk,
+    Stage,
+    Profile,
+}
+
+/// A message to publish.
+#[derive(Debug)]
+struct Outgoing {
+    destination: Destination,
+    key: String,
+    payload: Vec<u8>,
+}
+
+/// The messages a piece of work publishes: its change events in order, then the profile of
+/// every customer it assessed.
+fn outgoing(work: &Work) -> Vec<Outgoing> {
     let mut records = Vec::with_capacity(work.outputs.len() + work.profiles.len());
     for o in &work.outputs {
         let (destination, key, payload) = match o {
             Output::Risk(r) => (Destination::Risk, &r.customer_id, serde_json::to_vec(r)),
             Output::Stage(s) => (Destination::Stage, &s.customer_id, serde_json::to_vec(s)),
         };
-        records.push(OutboxRecord {
+        records.push(Outgoing {
             destination,
             key: key.clone(),
             payload: payload.expect("events serialize"),
@@ -581,7 +583,7 @@ fn to_outbox(work: &Work) -> Vec<OutboxRecord> {
     ids.sort_unstable();
     for id in ids {
         let payload = serde_json::to_vec(&work.profiles[id]).expect("profiles serialize");
-        records.push(OutboxRecord {
+        records.push(Outgoing {
             destination: Destination::Profile,
             key: id.clone(),
             payload,
