@@ -255,7 +255,10 @@ fn the_demo_runs_the_pipeline_on_an_embedded_broker_and_exits_when_done() {
 #[test]
 fn every_binary_has_a_complete_help() {
     for (bin, needles) in [
-        ("churnwatch", &["demo", "generate", "eval"][..]),
+        (
+            "churnwatch",
+            &["demo", "generate", "eval", "bench", "footprint"][..],
+        ),
         (
             "order-ingest",
             &[
@@ -286,4 +289,63 @@ fn every_binary_has_a_complete_help() {
             assert!(help.contains(n), "{bin} --help lacks {n}:\n{help}");
         }
     }
+}
+
+#[test]
+fn footprint_fills_a_real_store_and_reports_its_cost_per_customer() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("e.jsonl");
+    let state = dir.path().join("state");
+    let o = run(
+        "churnwatch",
+        &[
+            "generate",
+            "--customers",
+            "200",
+            "--months",
+            "6",
+            "--seed",
+            "4",
+            "--output",
+            events.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let args = [
+        "footprint",
+        "--events",
+        events.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--partitions",
+        "3",
+        "--batch-size",
+        "100",
+    ];
+    let o = run("churnwatch", &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let customers: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("customers:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    // Generated customers who never ordered in the window may have no events at all.
+    assert!((150..=200).contains(&customers), "{out}");
+    assert!(
+        out.contains("bytes per customer") && out.contains("peak RSS"),
+        "{out}"
+    );
+    // What it wrote is a scoring store: the export reads the same customers back.
+    let export = run(
+        "scoring",
+        &["export", "--state-dir", state.to_str().unwrap()],
+    );
+    assert!(export.status.success(), "{}", stderr(&export));
+    assert_eq!(stdout(&export).lines().count() as u64, customers);
+    // A second run refuses to mix its figures with the first's.
+    let o = run("churnwatch", &args);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is not empty"), "{}", stderr(&o));
 }

@@ -280,10 +280,34 @@ fn parse_time(s: &str) -> Result<Timestamp, String> {
         .ok_or_else(|| format!("{s:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z"))
 }
 
+/// Opens an events file ("-": standard input) as lines, with a progress bar over its bytes.
+pub fn open_lines(
+    path: &std::path::Path,
+) -> anyhow::Result<(
+    impl Iterator<Item = anyhow::Result<Vec<u8>>>,
+    indicatif::ProgressBar,
+)> {
+    use anyhow::Context;
+    use std::io::BufRead;
+
+    let (reader, len): (Box<dyn std::io::Read>, u64) = if path.as_os_str() == "-" {
+        (Box::new(std::io::stdin().lock()), 0)
+    } else {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot open the events file {}", path.display()))?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        (Box::new(file), len)
+    };
+    let shown = path.display().to_string();
+    let lines = std::io::BufReader::with_capacity(1 << 20, reader)
+        .split(b'\n')
+        .map(move |l| l.with_context(|| format!("cannot read {shown}")));
+    Ok((lines, crate::progress::bytes(len)))
+}
+
 /// Runs `churnwatch eval`.
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     use anyhow::Context;
-    use std::io::BufRead;
 
     let parse = args.core.parse_config()?;
     let truth_file = std::fs::File::open(&args.truth)
@@ -296,18 +320,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             )
         })?;
 
-    let (reader, len): (Box<dyn std::io::Read>, u64) = if args.events.as_os_str() == "-" {
-        (Box::new(std::io::stdin().lock()), 0)
-    } else {
-        let file = std::fs::File::open(&args.events)
-            .with_context(|| format!("cannot open the events file {}", args.events.display()))?;
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        (Box::new(file), len)
-    };
-    let bar = crate::progress::bytes(len);
-    let lines = std::io::BufReader::with_capacity(1 << 20, reader)
-        .split(b'\n')
-        .map(|l| l.with_context(|| format!("cannot read {}", args.events.display())));
+    let (lines, bar) = open_lines(&args.events)?;
     let (run, as_of, _) = crate::offline::run_core(
         lines,
         &parse,

@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod demo;
 mod eval;
+mod footprint;
 mod generate;
 mod offline;
 mod pipeline;
@@ -52,6 +53,8 @@ enum Command {
     Backfill(run::BackfillArgs),
     /// Measures throughput (core, bare relay, pipeline) and latency against a broker.
     Bench(bench::BenchArgs),
+    /// Measures scoring's state per customer (sled bytes on disk, resident memory).
+    Footprint(footprint::FootprintArgs),
 }
 
 fn main() -> Result<()> {
@@ -75,6 +78,7 @@ fn main() -> Result<()> {
             demo::run(&args, &shutdown)
         }
         Some(Command::Generate(args)) => generate::run(&args),
+        Some(Command::Footprint(args)) => footprint::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
         Some(Command::Run(args)) => {
             churnwatch_runtime::init_tracing(
