@@ -346,7 +346,37 @@ fn a_customer_who_goes_silent_gets_a_risk_event_from_timers_alone() {
             .unwrap()
             .starts_with("quiet/")
     );
+    // Refits on demand: SIGHUP to the running service; the offline command points there.
+    scoring.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(30), || scoring
+            .log()
+            .contains("models refitted")),
+        "no refit after SIGHUP:\n{}",
+        scoring.log()
+    );
+    let o = churnwatch_e2e::run(
+        "churnwatch",
+        &["fit", "--state-dir", state.to_str().unwrap()],
+    );
+    assert!(!o.status.success());
+    assert!(
+        churnwatch_e2e::stderr(&o).contains("kill -HUP"),
+        "{}",
+        churnwatch_e2e::stderr(&o)
+    );
     terminate_cleanly(&mut scoring);
+    // Stopped, the store is refitted by the command itself.
+    let o = churnwatch_e2e::run(
+        "churnwatch",
+        &["fit", "--state-dir", state.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", churnwatch_e2e::stderr(&o));
+    assert!(
+        churnwatch_e2e::stdout(&o).contains("customers: 1"),
+        "{}",
+        churnwatch_e2e::stdout(&o)
+    );
     terminate_cleanly(&mut ingest);
 }
 

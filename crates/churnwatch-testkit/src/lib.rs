@@ -237,6 +237,15 @@ impl Service {
         }
     }
 
+    /// Sends a signal by name (e.g. "HUP") to the running process.
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{name}"), &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Kills the process with SIGKILL (kill -9), as a crash would.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod demo;
 mod eval;
+mod fit;
 mod footprint;
 mod generate;
 mod offline;
@@ -55,6 +56,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measures scoring's state per customer (sled bytes on disk, resident memory).
     Footprint(footprint::FootprintArgs),
+    /// Refits the BG/NBD, Gamma-Gamma and value-tier models of a scoring store now.
+    Fit(fit::FitArgs),
 }
 
 fn main() -> Result<()> {
@@ -79,6 +82,11 @@ fn main() -> Result<()> {
         }
         Some(Command::Generate(args)) => generate::run(&args),
         Some(Command::Footprint(args)) => footprint::run(&args),
+        Some(Command::Fit(args)) => {
+            churnwatch_runtime::init_tracing(churnwatch_runtime::LogFormat::Pretty, "warn")
+                .map_err(anyhow::Error::msg)?;
+            fit::run(&args)
+        }
         Some(Command::Eval(args)) => eval::run(&args),
         Some(Command::Run(args)) => {
             churnwatch_runtime::init_tracing(

@@ -141,6 +141,9 @@ pub struct ScoringStats {
     pub batches: AtomicU64,
     /// Model refits completed.
     pub refits: AtomicU64,
+    /// Set to ask for a population refit at the next batch boundary (SIGHUP does); cleared
+    /// when the refit starts.
+    pub refit_requested: std::sync::atomic::AtomicBool,
     /// The latest profile of every customer seen (for summaries).
     pub profiles: Mutex<HashMap<String, churnwatch_core::output::Profile>>,
 }
@@ -504,20 +507,23 @@ impl Scoring<'_> {
     }
 
     fn maybe_refit(&mut self) -> Result<(), ScoringError> {
-        let Some(every) = self.config.refit_interval else {
-            return Ok(());
-        };
-        if self.last_refit.elapsed() < every {
-            return Ok(());
+        let requested = self.stats.refit_requested.swap(false, Ordering::Relaxed);
+        let due = self
+            .config
+            .refit_interval
+            .is_some_and(|every| self.last_refit.elapsed() >= every);
+        if requested || due {
+            if requested {
+                info!("refit requested");
+            }
+            self.refit()?;
         }
-        self.refit()?;
         Ok(())
     }
 
     /// Refits the population models over every owned partition and stores the parameters.
     pub fn refit(&mut self) -> Result<ModelParams, ScoringError> {
         self.last_refit = Instant::now();
-        let started = Instant::now();
         let now = match self.config.clock {
             ClockKind::Wall => churnwatch_runtime::wall_now(),
             ClockKind::Event => self
@@ -527,25 +533,48 @@ impl Scoring<'_> {
                 .max()
                 .unwrap_or_default(),
         };
-        let mut summary = PopulationSummary::default();
-        for owned in self.partitions.values() {
-            for state in owned.store.states() {
-                summary.add(&state?, now, &self.model.thresholds);
-            }
-        }
-        let fit = summary.fit(&self.model.params, &self.model.thresholds);
-        if let Err(e) = &fit.bgnbd {
-            warn!(error = %e, "BG/NBD refit failed; keeping the previous parameters");
-        }
+        let partitions: Vec<&Partition> = self.partitions.values().map(|o| &o.store).collect();
+        let fit = refit_population(self.store, &partitions, &self.model, now)?;
         self.model.params = fit.params;
-        self.store.set_model_params(&fit.params)?;
         for owned in self.partitions.values_mut() {
             owned.engine.model.params = fit.params;
         }
         self.stats.refits.fetch_add(1, Ordering::Relaxed);
-        info!(customers = fit.customers, seconds = started.elapsed().as_secs_f64(), params = ?fit.params.bgnbd, "models refitted");
         Ok(fit.params)
     }
+}
+
+/// Fits BG/NBD, Gamma-Gamma and the value tiers over every customer of `partitions` as of
+/// `now`, starting from `model`'s parameters, and stores the parameters in `store`. A model
+/// that fails to fit keeps its previous parameters (logged).
+///
+/// # Errors
+///
+/// The store failed.
+pub fn refit_population(
+    store: &Store,
+    partitions: &[&Partition],
+    model: &Model,
+    now: churnwatch_core::Timestamp,
+) -> Result<churnwatch_core::population::PopulationFit, ScoringError> {
+    let started = Instant::now();
+    let mut summary = PopulationSummary::default();
+    for partition in partitions {
+        for state in partition.states() {
+            summary.add(&state?, now, &model.thresholds);
+        }
+    }
+    let fit = summary.fit(&model.params, &model.thresholds);
+    if let Err(e) = &fit.bgnbd {
+        warn!(error = %e, "BG/NBD refit failed; keeping the previous parameters");
+    }
+    if let Err(e) = &fit.gamma_gamma {
+        warn!(error = %e, "Gamma-Gamma refit failed; keeping the previous parameters");
+    }
+    store.set_model_params(&fit.params)?;
+    store.flush()?;
+    info!(customers = fit.customers, seconds = started.elapsed().as_secs_f64(), params = ?fit.params.bgnbd, "models refitted");
+    Ok(fit)
 }
 
 /// Where a published message goes.

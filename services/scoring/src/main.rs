@@ -22,7 +22,8 @@ use scoring::{ScoringConfig, ScoringStats};
 /// Configuration is layered: built-in defaults < the TOML file given with --config < the
 /// CHURNWATCH_* environment variables < these flags. The state directory can always be
 /// rebuilt: stop scoring, empty --state-dir, reset the group's offsets on orders-accepted to
-/// the earliest, and start it again.
+/// the earliest, and start it again. SIGTERM/SIGINT stop it cleanly; SIGHUP refits the models
+/// now (`churnwatch fit --state-dir` does it for a stopped store).
 #[derive(Debug, Parser)]
 #[command(name = "scoring", version, about, long_about)]
 struct Args {
@@ -47,7 +48,7 @@ struct Args {
     #[arg(long, env = "CHURNWATCH_ALLOWED_LATENESS")]
     allowed_lateness: Option<String>,
     /// Interval between population refits of the BG/NBD and Gamma-Gamma models, e.g. 6h, or
-    /// "off" [default: 6h].
+    /// "off" [default: 6h]. `kill -HUP <pid>` refits at once.
     #[arg(long, env = "CHURNWATCH_REFIT_INTERVAL")]
     refit_interval: Option<String>,
     /// Partitions of topics created at start-up [default: 4].
@@ -139,6 +140,30 @@ fn overrides(a: &Args) -> Result<serde_json::Value> {
     Ok(o.into_value())
 }
 
+/// `kill -HUP <pid>` asks for a population refit now (`churnwatch fit` on a running store
+/// says so).
+fn refit_on_sighup(stats: &std::sync::Arc<ScoringStats>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let stats = std::sync::Arc::clone(stats);
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        stats
+                            .refit_requested
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; refits only on the interval")
+            }
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(Command::Export { state_dir }) = &args.command {
@@ -163,7 +188,8 @@ fn main() -> Result<()> {
             &[&config.kafka.topics.accepted],
         )?;
         let producer = churnwatch_kafka::producer(&config.kafka, "scoring")?;
-        let stats = ScoringStats::default();
+        let stats = std::sync::Arc::new(ScoringStats::default());
+        refit_on_sighup(&stats);
         let worker = tokio::task::spawn_blocking(move || {
             scoring::run(
                 &config, &consumer, &context, &producer, &store, &shutdown, &stats,
