@@ -1504,29 +1504,16 @@ fn solver_error(err: argmin::core::Error) -> FitError {
     FitError::Solver(err.to_string())
 }
 
+/// Simulated populations and published estimates, shared by these tests and the fit bench.
+#[cfg(test)]
+mod simulate;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use rand::{RngExt, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
-    use rand_distr::{Beta, Distribution, Exp, Gamma};
+    use simulate::{CDNOW, CDNOW_SPEND, simulate_bg_nbd, simulate_gamma_gamma};
     use statrs::function::gamma::gamma;
-
-    /// Published CDNOW estimates in weeks (FHL 2005, section 5).
-    const CDNOW: BgNbdParams = BgNbdParams {
-        r: 0.243,
-        alpha: 4.414,
-        a: 0.793,
-        b: 2.426,
-    };
-
-    /// Published CDNOW Gamma-Gamma estimates (FHL 2005, RFM and CLV).
-    const CDNOW_SPEND: GammaGammaParams = GammaGammaParams {
-        p: 6.25,
-        q: 3.74,
-        v: 15.44,
-    };
 
     fn rfm(x: f64, t_x: f64, t: f64) -> RfmSummary {
         RfmSummary { x, t_x, t }
@@ -1534,55 +1521,6 @@ mod tests {
 
     fn relative_error(fitted: f64, truth: f64) -> f64 {
         (fitted / truth - 1.0).abs()
-    }
-
-    /// Simulates the BG/NBD story for `n` customers observed for 30 to 80 weeks each.
-    fn simulate_bg_nbd(truth: BgNbdParams, n: usize, seed: u64) -> Vec<RfmSummary> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let rates = Gamma::new(truth.r, 1.0 / truth.alpha).unwrap();
-        let dropouts = Beta::new(truth.a, truth.b).unwrap();
-        (0..n)
-            .map(|_| {
-                let lambda: f64 = rates.sample(&mut rng);
-                let p: f64 = dropouts.sample(&mut rng);
-                let age: f64 = rng.random_range(30.0..80.0);
-                let (mut x, mut t_x, mut now) = (0.0, 0.0, 0.0);
-                // A rate that underflowed to zero never buys again.
-                if lambda > 0.0 {
-                    let gaps = Exp::new(lambda).unwrap();
-                    loop {
-                        now += gaps.sample(&mut rng);
-                        if now > age {
-                            break;
-                        }
-                        x += 1.0;
-                        t_x = now;
-                        if rng.random_bool(p) {
-                            break;
-                        }
-                    }
-                }
-                rfm(x, t_x, age)
-            })
-            .collect()
-    }
-
-    /// Simulates the Gamma-Gamma story for `n` customers with 1 to 8 transactions each.
-    fn simulate_gamma_gamma(truth: GammaGammaParams, n: usize, seed: u64) -> Vec<SpendSummary> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let rates = Gamma::new(truth.q, 1.0 / truth.v).unwrap();
-        (0..n)
-            .map(|_| {
-                let nu: f64 = rates.sample(&mut rng);
-                let values = Gamma::new(truth.p, 1.0 / nu).unwrap();
-                let x: u32 = rng.random_range(1..=8);
-                let total: f64 = (0..x).map(|_| values.sample(&mut rng)).sum();
-                SpendSummary {
-                    x: f64::from(x),
-                    mean_spend: total / f64::from(x),
-                }
-            })
-            .collect()
     }
 
     #[test]
