@@ -185,3 +185,93 @@ fn settle(in_flight: &mut Vec<churnwatch_kafka::rdkafka::producer::DeliveryFutur
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use scoring::ClockKind;
+
+    fn wait(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[test]
+    fn a_redelivered_feed_of_nothing_but_duplicates_is_counted_through() {
+        let kafka = KafkaConfig {
+            partitions: 1,
+            ..KafkaConfig::default()
+        };
+        let broker = EmbeddedBroker::start(&kafka).unwrap();
+        let kafka = KafkaConfig {
+            brokers: broker.bootstrap_servers(),
+            ..kafka
+        };
+        let state = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        let pipeline = Pipeline::start(
+            IngestConfig {
+                kafka: kafka.clone(),
+                ..IngestConfig::default()
+            },
+            ScoringConfig {
+                kafka: kafka.clone(),
+                state_dir: state.path().to_owned(),
+                clock: ClockKind::Event,
+                refit_interval: None,
+                ..ScoringConfig::default()
+            },
+            &shutdown,
+        )
+        .unwrap();
+        let orders: Vec<(String, Vec<u8>)> = (0..40)
+            .map(|n| {
+                let json = format!(
+                    r#"{{"type":"order","event_id":"e{n}","order_id":"o{n}","customer_id":"c{}","occurred_at":"2025-01-{:02}T10:00:00Z","currency":"USD","total":"20.00"}}"#,
+                    n % 7,
+                    1 + n % 28
+                );
+                (format!("c{}", n % 7), json.into_bytes())
+            })
+            .collect();
+        let producer = churnwatch_kafka::producer(&kafka, "test-feed").unwrap();
+        let bar = indicatif::ProgressBar::hidden();
+        let limit = Duration::from_secs(60);
+        feed(
+            &producer,
+            &kafka.topics.orders,
+            orders.clone().into_iter(),
+            &bar,
+            &shutdown,
+        )
+        .unwrap();
+        assert!(wait(limit, || pipeline.caught_up(40)), "the first feed");
+        // The same events again arrive in batches that hold only duplicates and write nothing;
+        // they must still be counted, or the pipeline never looks caught up.
+        feed(
+            &producer,
+            &kafka.topics.orders,
+            orders.into_iter(),
+            &bar,
+            &shutdown,
+        )
+        .unwrap();
+        assert!(
+            wait(limit, || pipeline.caught_up(80)),
+            "duplicates counted: {}",
+            pipeline.scoring.duplicates.load(Ordering::Relaxed)
+        );
+        assert_eq!(pipeline.scoring.applied.load(Ordering::Relaxed), 40);
+        assert_eq!(pipeline.scoring.duplicates.load(Ordering::Relaxed), 40);
+        shutdown.cancel();
+        pipeline.join().unwrap();
+    }
+}

@@ -380,9 +380,7 @@ impl Scoring<'_> {
             if wall {
                 owned.engine.advance(&mut work, &mut owned.store, now)?;
             }
-            if !work.is_empty() {
-                done.push((p, work));
-            }
+            done.push((p, work));
         }
         self.stats
             .consumed
@@ -396,7 +394,9 @@ impl Scoring<'_> {
             return Ok(false);
         }
         self.dead_letter(&invalid, shutdown);
-        for (p, work) in &done {
+        let mut wrote = false;
+        for (p, work) in done.iter().filter(|(_, work)| !work.is_empty()) {
+            wrote = true;
             let owned = &self.partitions[p];
             let watermark = owned.engine.watermark();
             let forget = watermark.map(|w| w.plus(-(self.config.dedup_retention.as_secs() as i64)));
@@ -410,9 +410,11 @@ impl Scoring<'_> {
         }
         // With nothing written there is nothing to flush (in wall-clock mode this runs every
         // batch timeout even when idle).
-        if !done.is_empty() {
+        if wrote {
             self.store.flush()?;
         }
+        // Every piece of work is counted, including one that only recognised duplicates and so
+        // wrote nothing.
         for (_, work) in &done {
             self.count(work);
         }
