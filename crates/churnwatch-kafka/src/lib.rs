@@ -386,7 +386,8 @@ pub struct AssignmentChanges {
 #[derive(Debug, Clone, Default)]
 pub struct RebalanceContext {
     changes: Arc<Mutex<AssignmentChanges>>,
-    next: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    /// Per topic, per partition: the offset expected next.
+    next: Arc<Mutex<HashMap<String, HashMap<i32, i64>>>>,
     skipped: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -404,8 +405,13 @@ impl RebalanceContext {
     /// Checks a polled message against the offset expected next in its partition.
     fn check_continuity(&self, m: &OwnedMessage) {
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (m.topic().to_owned(), m.partition());
-        if let Some(&expected) = next.get(&key)
+        // Looked up by &str: no allocation per message once the topic is known.
+        let partitions = match next.get_mut(m.topic()) {
+            Some(partitions) => partitions,
+            None => next.entry(m.topic().to_owned()).or_default(),
+        };
+        let expected = partitions.insert(m.partition(), m.offset() + 1);
+        if let Some(expected) = expected
             && m.offset() > expected
         {
             let missing = m.offset() - expected;
@@ -421,7 +427,6 @@ impl RebalanceContext {
                 m.offset() - 1
             );
         }
-        next.insert(key, m.offset() + 1);
     }
 }
 
@@ -463,12 +468,16 @@ impl ConsumerContext for RebalanceContext {
                 {
                     let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
                     for (topic, partition) in &assigned {
-                        next.remove(&(topic.clone(), *partition));
+                        if let Some(partitions) = next.get_mut(topic) {
+                            partitions.remove(partition);
+                        }
                     }
                     if let Ok(committed) = &committed {
                         for e in committed.elements() {
                             if let Offset::Offset(o) = e.offset() {
-                                next.insert((e.topic().to_owned(), e.partition()), o);
+                                next.entry(e.topic().to_owned())
+                                    .or_default()
+                                    .insert(e.partition(), o);
                             }
                         }
                     }
@@ -700,7 +709,9 @@ mod tests {
             .next
             .lock()
             .unwrap()
-            .insert(("orders".into(), 1), 100);
+            .entry("orders".into())
+            .or_default()
+            .insert(1, 100);
         context.check_continuity(&message(1, 100));
         assert_eq!(context.skipped(), 2);
         context.check_continuity(&message(1, 104));
