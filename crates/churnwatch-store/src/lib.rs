@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use churnwatch_core::engine::{StateStore, TimerIndex};
+use churnwatch_core::engine::{StateStore, TimerIndex, Work};
 use churnwatch_core::{CustomerState, ModelParams, Timestamp};
 
 /// Version of the on-disk layout; a store written by another version is refused.
@@ -207,6 +207,24 @@ pub struct Commit<'a> {
     pub watermark: Option<Timestamp>,
     /// Forget event ids older than this event time.
     pub forget_seen_before: Option<Timestamp>,
+}
+
+impl<'a> Commit<'a> {
+    /// Returns what a batch's engine `work` changes, at the partition's `watermark`, forgetting
+    /// event ids more than `dedup_retention_secs` of event time behind it.
+    pub fn of_work(
+        work: &'a Work,
+        watermark: Option<Timestamp>,
+        dedup_retention_secs: i64,
+    ) -> Self {
+        Self {
+            states: work.states.values().collect(),
+            seen: &work.seen,
+            timers: Some(&work.timers),
+            watermark,
+            forget_seen_before: watermark.map(|w| w.plus(-dedup_retention_secs)),
+        }
+    }
 }
 
 /// Encodes a timestamp so byte order is time order.

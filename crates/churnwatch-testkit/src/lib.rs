@@ -221,9 +221,7 @@ impl Service {
     pub fn terminate(&mut self, timeout: Duration) -> Option<(ExitStatus, Duration)> {
         let mut child = self.child.take()?;
         let started = Instant::now();
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        send_signal(&child, "TERM");
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 return Some((status, started.elapsed()));
@@ -240,9 +238,7 @@ impl Service {
     /// Sends a signal by name (e.g. "HUP") to the running process.
     pub fn signal(&self, name: &str) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .args([&format!("-{name}"), &child.id().to_string()])
-                .status();
+            send_signal(child, name);
         }
     }
 
@@ -258,6 +254,13 @@ impl Service {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// Sends a signal by name with `kill`, as an operator would.
+fn send_signal(child: &Child, name: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status();
 }
 
 impl Drop for Service {

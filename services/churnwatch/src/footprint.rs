@@ -4,7 +4,6 @@
 //! customers can be measured in minutes. Reports sled bytes on disk and the process's resident
 //! memory, each per customer.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -73,21 +72,20 @@ pub fn run(args: &FootprintArgs) -> Result<()> {
     let mut events = 0u64;
     let mut rejected = 0u64;
     let mut in_batch = 0usize;
-    let mut customers: BTreeMap<u32, u64> = BTreeMap::new();
     let far_future = Timestamp(i64::MAX / 4);
+    // As scoring by default.
+    let dedup_retention_secs = scoring::ScoringConfig::default().dedup_retention.as_secs() as i64;
     let flush = |parts: &mut Vec<(Engine, churnwatch_store::Partition, Work)>| -> Result<()> {
         for (engine, partition, work) in parts.iter_mut() {
             let done = std::mem::take(work);
             if done.is_empty() {
                 continue;
             }
-            partition.commit(&Commit {
-                states: done.states.values().collect(),
-                seen: &done.seen,
-                timers: Some(&done.timers),
-                watermark: engine.watermark(),
-                forget_seen_before: engine.watermark().map(|w| w.plus(-30 * 86_400)),
-            })?;
+            partition.commit(&Commit::of_work(
+                &done,
+                engine.watermark(),
+                dedup_retention_secs,
+            ))?;
         }
         store.flush()?;
         Ok(())
@@ -113,10 +111,10 @@ pub fn run(args: &FootprintArgs) -> Result<()> {
     flush(&mut parts)?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    for (p, (_, partition, _)) in parts.iter().enumerate() {
-        customers.insert(p as u32, partition.states().count() as u64);
-    }
-    let total: u64 = customers.values().sum();
+    let total: u64 = parts
+        .iter()
+        .map(|(_, partition, _)| partition.states().count() as u64)
+        .sum();
     let disk = store.size_on_disk()?;
     let peak_kb = proc_status_kb("VmHWM:").unwrap_or(0);
     let rss_kb = proc_status_kb("VmRSS:").unwrap_or(0);

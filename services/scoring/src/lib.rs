@@ -398,15 +398,11 @@ impl Scoring<'_> {
         for (p, work) in done.iter().filter(|(_, work)| !work.is_empty()) {
             wrote = true;
             let owned = &self.partitions[p];
-            let watermark = owned.engine.watermark();
-            let forget = watermark.map(|w| w.plus(-(self.config.dedup_retention.as_secs() as i64)));
-            owned.store.commit(&Commit {
-                states: work.states.values().collect(),
-                seen: &work.seen,
-                timers: Some(&work.timers),
-                watermark,
-                forget_seen_before: forget,
-            })?;
+            owned.store.commit(&Commit::of_work(
+                work,
+                owned.engine.watermark(),
+                self.config.dedup_retention.as_secs() as i64,
+            ))?;
         }
         // With nothing written there is nothing to flush (in wall-clock mode this runs every
         // batch timeout even when idle).
