@@ -135,7 +135,8 @@ impl Pipeline {
     /// Returns whether everything fed so far went through both services.
     pub fn caught_up(&self, fed: u64) -> bool {
         let i = &self.ingest;
-        let consumed = i.consumed.load(Ordering::Relaxed);
+        // Acquire pairs with ingest's Release: `accepted` is complete for what `consumed` counts.
+        let consumed = i.consumed.load(Ordering::Acquire);
         let accepted = i.accepted.load(Ordering::Relaxed);
         let s = &self.scoring;
         let scored = s.applied.load(Ordering::Relaxed)

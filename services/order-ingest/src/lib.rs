@@ -89,7 +89,7 @@ impl IngestConfig {
 /// Counters of what ingest did, shared with whoever reports them.
 #[derive(Debug, Default)]
 pub struct IngestStats {
-    /// Messages consumed.
+    /// Messages consumed and handled: accepted or rejected, every produce acknowledged.
     pub consumed: AtomicU64,
     /// Events accepted and produced to `orders-accepted`.
     pub accepted: AtomicU64,
@@ -247,9 +247,6 @@ fn process_batch(
     let now = churnwatch_runtime::wall_now();
     let topics = &config.kafka.topics;
     let outcomes: Vec<Outcome> = batch.iter().map(|m| classify(m, parse, now)).collect();
-    stats
-        .consumed
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
     // Produce everything, then wait for every acknowledgement; failed sends are retried until
     // they succeed, so the offsets stored afterwards never skip a message.
     let make = |i: usize| match &outcomes[i] {
@@ -281,5 +278,10 @@ fn process_batch(
             }
         }
     }
+    // Last, and with Release: whoever reads `consumed` (Acquire) sees every message it counts
+    // already counted as accepted or rejected.
+    stats
+        .consumed
+        .fetch_add(batch.len() as u64, Ordering::Release);
     true
 }
