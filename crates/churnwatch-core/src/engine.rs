@@ -124,6 +124,22 @@ pub struct WorkStats {
     pub assessments: u64,
 }
 
+/// How a batch changed one customer's timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerChange {
+    /// The timer when the batch began (`None`: no timer).
+    pub before: Option<Timestamp>,
+    /// The timer now (`None`: no timer).
+    pub after: Option<Timestamp>,
+}
+
+impl TimerChange {
+    /// Returns whether the batch left the timer as it was.
+    pub fn is_noop(&self) -> bool {
+        self.before == self.after
+    }
+}
+
 /// The effects of a batch, to be written atomically and then published.
 #[derive(Debug, Default)]
 pub struct Work {
@@ -132,8 +148,9 @@ pub struct Work {
     /// Event ids processed in this batch, with their event time.
     pub seen: Vec<(String, Timestamp)>,
     seen_set: HashSet<String>,
-    /// Timers changed in this batch: the customer's timer now (`None`: no timer).
-    pub timers: HashMap<String, Option<Timestamp>>,
+    /// Timers changed in this batch, each with its value before the batch, so a store can
+    /// move the timer's key without reading it first.
+    pub timers: HashMap<String, TimerChange>,
     /// Change events, in the order they happened.
     pub outputs: Vec<Output>,
     /// The latest profile of every customer assessed.
@@ -253,7 +270,7 @@ impl Engine {
         let now = self.watermark.map_or(now, |w| w.max(now));
         self.watermark = Some(now);
         while let Some((due, customer)) = self.timers.pop_due(now) {
-            work.timers.insert(customer.clone(), None);
+            record_timer(work, &customer, Some(due), None);
             work.stats.timers_fired += 1;
             let state = take_state(work, store, &customer)?;
             let at = state.last_assessed_at.map_or(due, |l| l.max(due));
@@ -267,8 +284,9 @@ impl Engine {
         work.stats.assessments += 1;
         self.publish(work, &state, &assessment, changes);
         let next = next_evaluation_at(&state, at, &self.model);
+        let before = self.timers.due_of(&state.customer_id);
         self.timers.set(&state.customer_id, next);
-        work.timers.insert(state.customer_id.clone(), next);
+        record_timer(work, &state.customer_id, before, next);
         work.states.insert(state.customer_id.clone(), state);
     }
 
@@ -282,6 +300,22 @@ impl Engine {
         }
         work.profiles
             .insert(state.customer_id.clone(), profile(state, a));
+    }
+}
+
+/// Notes a timer change in the batch, keeping the value the batch began with.
+fn record_timer(
+    work: &mut Work,
+    customer: &str,
+    before: Option<Timestamp>,
+    after: Option<Timestamp>,
+) {
+    match work.timers.get_mut(customer) {
+        Some(change) => change.after = after,
+        None => {
+            work.timers
+                .insert(customer.to_owned(), TimerChange { before, after });
+        }
     }
 }
 
@@ -310,6 +344,7 @@ mod tests {
     struct Memory {
         states: HashMap<String, CustomerState>,
         seen: HashSet<String>,
+        timers: HashMap<String, Timestamp>,
     }
 
     impl StateStore for Memory {
@@ -326,6 +361,17 @@ mod tests {
         fn commit(&mut self, work: Work) {
             self.states.extend(work.states);
             self.seen.extend(work.seen.into_iter().map(|(id, _)| id));
+            for (customer, change) in work.timers {
+                assert_eq!(
+                    self.timers.get(&customer).copied(),
+                    change.before,
+                    "a timer change starts from the stored timer of {customer}"
+                );
+                match change.after {
+                    Some(due) => self.timers.insert(customer, due),
+                    None => self.timers.remove(&customer),
+                };
+            }
         }
     }
 
@@ -392,6 +438,18 @@ mod tests {
                 }
                 outputs.append(&mut work.outputs);
                 memory.commit(work);
+                let mut stored: Vec<_> = memory.timers.iter().map(|(c, d)| (*d, c)).collect();
+                stored.sort();
+                let mut live = engine.timers().clone();
+                let mut pending = Vec::new();
+                while let Some((due, customer)) = live.pop_due(Timestamp(i64::MAX)) {
+                    pending.push((due, customer));
+                }
+                assert_eq!(
+                    stored,
+                    pending.iter().map(|(d, c)| (*d, c)).collect::<Vec<_>>(),
+                    "the committed timer changes leave the store with the engine's timers"
+                );
             }
             let mut states: Vec<_> = memory.states.into_values().collect();
             states.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));

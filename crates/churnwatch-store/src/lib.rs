@@ -10,11 +10,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use churnwatch_core::engine::{StateStore, TimerIndex, Work};
+use churnwatch_core::engine::{StateStore, TimerChange, TimerIndex, Work};
 use churnwatch_core::{CustomerState, ModelParams, Timestamp};
 
 /// Version of the on-disk layout; a store written by another version is refused.
-pub const STORE_VERSION: u32 = 2;
+pub const STORE_VERSION: u32 = 3;
 
 /// Errors of the store, each naming what to do.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,9 @@ pub enum Error {
 /// The store's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The page cache of a store opened with [`Store::open`]: 256 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
 const META_VERSION: &[u8] = b"version";
 const META_MODEL: &[u8] = b"model";
 
@@ -62,8 +65,10 @@ const STATE: u8 = b's';
 /// Event ids, keyed by event time then id: one key serves both the lookup (a duplicate carries
 /// its original's `occurred_at`) and expiry in time order.
 const SEEN: u8 = b'e';
+/// Timers, keyed by due time then customer. The engine knows each customer's timer, so a change
+/// names the key to remove without a read, and the index is only scanned when a partition is
+/// adopted.
 const TIMER: u8 = b't';
-const TIMER_OF: u8 = b'n';
 const WATERMARK: &[u8] = b"mwatermark";
 
 /// The sled database of one scoring process.
@@ -75,13 +80,24 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir` with a cache of
+    /// [`DEFAULT_CACHE_BYTES`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open_with_cache`].
+    pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (creating if needed) the store in `dir`, keeping at most about `cache_bytes` of
+    /// its pages in memory (the bulk of the store's resident memory once the data outgrows it).
     ///
     /// # Errors
     ///
     /// [`Error::Sled`] when the directory cannot be opened (in use by another process, not
     /// writable), [`Error::Version`] when it holds another layout version.
-    pub fn open(dir: &Path) -> Result<Self> {
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self> {
         let path = dir.display().to_string();
         let sled_err = |source| Error::Sled {
             path: path.clone(),
@@ -89,6 +105,7 @@ impl Store {
         };
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(sled_err)?;
@@ -194,6 +211,36 @@ pub struct Partition {
     path: String,
 }
 
+/// The bytes of keys and values a partition holds, by kind: the data itself, before sled's own
+/// overhead (page headers, log segments awaiting compaction).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveBytes {
+    /// Customer states.
+    pub states: u64,
+    /// Remembered event ids.
+    pub seen: u64,
+    /// Timers.
+    pub timers: u64,
+    /// Everything else (the watermark).
+    pub other: u64,
+}
+
+impl LiveBytes {
+    /// Returns the sum over all kinds.
+    pub fn total(&self) -> u64 {
+        self.states + self.seen + self.timers + self.other
+    }
+}
+
+impl std::ops::AddAssign for LiveBytes {
+    fn add_assign(&mut self, o: Self) {
+        self.states += o.states;
+        self.seen += o.seen;
+        self.timers += o.timers;
+        self.other += o.other;
+    }
+}
+
 /// Everything one batch changes in a partition, written atomically by [`Partition::commit`].
 #[derive(Debug, Default)]
 pub struct Commit<'a> {
@@ -201,8 +248,8 @@ pub struct Commit<'a> {
     pub states: Vec<&'a CustomerState>,
     /// Event ids processed, with their event time.
     pub seen: &'a [(String, Timestamp)],
-    /// Customers' timers now (`None`: removed).
-    pub timers: Option<&'a HashMap<String, Option<Timestamp>>>,
+    /// Customers' timers changed, with their stored value before the batch.
+    pub timers: Option<&'a HashMap<String, TimerChange>>,
     /// The partition's watermark.
     pub watermark: Option<Timestamp>,
     /// Forget event ids older than this event time.
@@ -309,6 +356,22 @@ impl Partition {
         self.tree.scan_prefix([SEEN]).count()
     }
 
+    /// Returns the bytes of keys and values held, by kind (a full scan).
+    pub fn live_bytes(&self) -> Result<LiveBytes> {
+        let mut out = LiveBytes::default();
+        for kv in self.tree.iter() {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let n = (k.len() + v.len()) as u64;
+            match k.first() {
+                Some(&STATE) => out.states += n,
+                Some(&SEEN) => out.seen += n,
+                Some(&TIMER) => out.timers += n,
+                _ => out.other += n,
+            }
+        }
+        Ok(out)
+    }
+
     /// Returns the partition's watermark.
     pub fn watermark(&self) -> Result<Option<Timestamp>> {
         let v = self.tree.get(WATERMARK).map_err(|e| self.sled_err(e))?;
@@ -319,11 +382,11 @@ impl Partition {
     /// Returns every pending timer.
     pub fn timers(&self) -> Result<TimerIndex> {
         let mut timers = Vec::new();
-        for kv in self.tree.scan_prefix([TIMER_OF]) {
-            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+        for kv in self.tree.scan_prefix([TIMER]) {
+            let (k, _) = kv.map_err(|e| self.sled_err(e))?;
+            let due = time_from_key(&k[1..]).ok_or_else(|| self.corrupt("timer", "short key"))?;
             let customer =
-                String::from_utf8(k[1..].to_vec()).map_err(|e| self.corrupt("timer", e))?;
-            let due = time_from_key(&v).ok_or_else(|| self.corrupt("timer", "not 8 bytes"))?;
+                String::from_utf8(k[9..].to_vec()).map_err(|e| self.corrupt("timer", e))?;
             timers.push((customer, due));
         }
         Ok(TimerIndex::from_timers(timers))
@@ -346,17 +409,15 @@ impl Partition {
                 batch.remove(k);
             }
         }
-        for (customer, due) in c.timers.into_iter().flatten() {
-            let of = key(TIMER_OF, customer.as_bytes());
-            if let Some(old) = self.tree.get(&of).map_err(|e| self.sled_err(e))? {
-                batch.remove(key2(TIMER, &old, customer.as_bytes()));
+        for (customer, change) in c.timers.into_iter().flatten() {
+            if change.is_noop() {
+                continue;
             }
-            match due {
-                Some(due) => {
-                    batch.insert(of, &time_key(*due));
-                    batch.insert(key2(TIMER, &time_key(*due), customer.as_bytes()), &[]);
-                }
-                None => batch.remove(of),
+            if let Some(before) = change.before {
+                batch.remove(key2(TIMER, &time_key(before), customer.as_bytes()));
+            }
+            if let Some(after) = change.after {
+                batch.insert(key2(TIMER, &time_key(after), customer.as_bytes()), &[]);
             }
         }
         if let Some(w) = c.watermark {
@@ -382,6 +443,13 @@ impl StateStore for Partition {
 mod tests {
     use super::*;
 
+    fn change(before: Option<i64>, after: Option<i64>) -> TimerChange {
+        TimerChange {
+            before: before.map(Timestamp),
+            after: after.map(Timestamp),
+        }
+    }
+
     fn state(id: &str, orders: u32) -> CustomerState {
         let mut s = CustomerState::new(id);
         s.totals.orders = orders;
@@ -400,8 +468,8 @@ mod tests {
                 ("e2".to_owned(), Timestamp(200)),
             ];
             let timers: HashMap<_, _> = [
-                ("a".to_owned(), Some(Timestamp(500))),
-                ("b".to_owned(), Some(Timestamp(400))),
+                ("a".to_owned(), change(None, Some(500))),
+                ("b".to_owned(), change(None, Some(400))),
             ]
             .into();
             p.commit(&Commit {
@@ -423,6 +491,17 @@ mod tests {
         assert!(p.was_seen("e1", Timestamp(100)).unwrap());
         assert!(!p.was_seen("e3", Timestamp(100)).unwrap());
         assert_eq!(p.watermark().unwrap(), Some(Timestamp(250)));
+        let live = p.live_bytes().unwrap();
+        let state_bytes = postcard::to_stdvec(&state("a", 2)).unwrap().len() as u64;
+        assert_eq!(
+            live,
+            LiveBytes {
+                states: 2 + state_bytes,
+                seen: 2 * (1 + 8 + 2),
+                timers: 2 * (1 + 8 + 1),
+                other: WATERMARK.len() as u64 + 8,
+            }
+        );
         let mut timers = p.timers().unwrap();
         assert_eq!(
             timers.pop_due(Timestamp(1_000)),
@@ -440,14 +519,14 @@ mod tests {
             ("old".to_owned(), Timestamp(10)),
             ("new".to_owned(), Timestamp(1_000)),
         ];
-        let t1: HashMap<_, _> = [("a".to_owned(), Some(Timestamp(50)))].into();
+        let t1: HashMap<_, _> = [("a".to_owned(), change(None, Some(50)))].into();
         p.commit(&Commit {
             seen: &seen,
             timers: Some(&t1),
             ..Commit::default()
         })
         .unwrap();
-        let t2: HashMap<_, _> = [("a".to_owned(), Some(Timestamp(90)))].into();
+        let t2: HashMap<_, _> = [("a".to_owned(), change(Some(50), Some(90)))].into();
         p.commit(&Commit {
             timers: Some(&t2),
             forget_seen_before: Some(Timestamp(500)),
@@ -468,7 +547,7 @@ mod tests {
         assert!(!p.was_seen("old", Timestamp(10)).unwrap(), "forgotten");
         assert!(p.was_seen("new", Timestamp(1_000)).unwrap());
         assert_eq!(p.seen_count(), 1);
-        let none: HashMap<_, _> = [("a".to_owned(), None)].into();
+        let none: HashMap<_, _> = [("a".to_owned(), change(Some(90), None))].into();
         p.commit(&Commit {
             timers: Some(&none),
             ..Commit::default()

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Result;
 use churnwatch_core::engine::{Clock, Engine, Work};
 use churnwatch_core::{Model, Timestamp, parse_event};
-use churnwatch_store::{Commit, Store};
+use churnwatch_store::{Commit, LiveBytes, Store};
 
 /// Arguments of `churnwatch footprint`.
 #[derive(Debug, clap::Args)]
@@ -28,6 +28,9 @@ pub struct FootprintArgs {
     /// Events per batch (one sled batch per partition, flushed).
     #[arg(long, default_value_t = 10_000)]
     pub batch_size: usize,
+    /// sled's page cache in MiB, as scoring's `state_cache_mb`.
+    #[arg(long, default_value_t = scoring::ScoringConfig::default().state_cache_mb)]
+    pub cache_mb: u64,
     #[command(flatten)]
     pub core: crate::eval::CoreArgs,
 }
@@ -56,7 +59,7 @@ pub fn run(args: &FootprintArgs) -> Result<()> {
         );
     }
     let parse = args.core.parse_config()?;
-    let store = Store::open(&args.state_dir)?;
+    let store = Store::open_with_cache(&args.state_dir, args.cache_mb << 20)?;
     let mut parts = Vec::new();
     for p in 0..args.partitions {
         let engine = Engine::new(
@@ -115,6 +118,10 @@ pub fn run(args: &FootprintArgs) -> Result<()> {
         .iter()
         .map(|(_, partition, _)| partition.states().count() as u64)
         .sum();
+    let mut live = LiveBytes::default();
+    for (_, partition, _) in &parts {
+        live += partition.live_bytes()?;
+    }
     let disk = store.size_on_disk()?;
     let peak_kb = proc_status_kb("VmHWM:").unwrap_or(0);
     let rss_kb = proc_status_kb("VmRSS:").unwrap_or(0);
@@ -131,6 +138,15 @@ pub fn run(args: &FootprintArgs) -> Result<()> {
         "sled on disk:     {:.1} MiB = {:.0} bytes per customer",
         disk as f64 / 1048576.0,
         per(disk)
+    );
+    println!(
+        "live data:        {:.1} MiB = {:.0} bytes per customer (states {:.0}, event ids {:.0}, timers {:.0}); sled uses {:.1}x that on disk",
+        live.total() as f64 / 1048576.0,
+        per(live.total()),
+        per(live.states),
+        per(live.seen),
+        per(live.timers),
+        disk as f64 / live.total().max(1) as f64
     );
     println!(
         "peak RSS:         {:.1} MiB = {:.0} bytes per customer (now {:.1} MiB)",

@@ -67,7 +67,10 @@ impl Pipeline {
         scoring: ScoringConfig,
         shutdown: &CancellationToken,
     ) -> Result<Self> {
-        let store = churnwatch_store::Store::open(&scoring.state_dir)?;
+        let store = churnwatch_store::Store::open_with_cache(
+            &scoring.state_dir,
+            scoring.state_cache_mb << 20,
+        )?;
         let ingest_stats = Arc::new(IngestStats::default());
         let scoring_stats = Arc::new(ScoringStats::default());
         let (ic, ictx) = churnwatch_kafka::consumer(

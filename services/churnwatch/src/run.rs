@@ -65,6 +65,9 @@ pub struct RunArgs {
     /// Directory of scoring's sled state store.
     #[arg(long, env = "CHURNWATCH_STATE_DIR", default_value = "churnwatch-state")]
     pub state_dir: PathBuf,
+    /// sled page cache of scoring in MiB (the bulk of its memory once the states outgrow it).
+    #[arg(long, env = "CHURNWATCH_STATE_CACHE_MB", default_value_t = ScoringConfig::default().state_cache_mb)]
+    pub state_cache_mb: u64,
     /// Clock for evaluations: wall (live) or event (replay).
     #[arg(long, env = "CHURNWATCH_CLOCK", default_value = "wall", value_parser = ["wall", "event"])]
     pub clock: String,
@@ -98,6 +101,7 @@ pub fn run(args: &RunArgs, shutdown: &CancellationToken) -> Result<()> {
     let scoring = ScoringConfig {
         kafka,
         state_dir: args.state_dir.clone(),
+        state_cache_mb: args.state_cache_mb,
         clock,
         ..ScoringConfig::default()
     };

@@ -50,6 +50,8 @@ pub struct ScoringConfig {
     pub group_id: String,
     /// Directory of the sled store.
     pub state_dir: PathBuf,
+    /// sled's page cache in MiB: the bulk of scoring's memory once the states outgrow it.
+    pub state_cache_mb: u64,
     /// Clock of evaluations.
     pub clock: ClockKind,
     /// How late an event may arrive behind the newest one (event clock).
@@ -76,6 +78,7 @@ impl Default for ScoringConfig {
             kafka: KafkaConfig::default(),
             group_id: "churnwatch-scoring".into(),
             state_dir: PathBuf::from("churnwatch-state"),
+            state_cache_mb: churnwatch_store::DEFAULT_CACHE_BYTES / (1024 * 1024),
             clock: ClockKind::Wall,
             allowed_lateness: Duration::from_secs(3600),
             refit_interval: Some(Duration::from_secs(6 * 3600)),
@@ -102,6 +105,9 @@ impl ScoringConfig {
         }
         if self.batch_size == 0 {
             errors.push("batch_size must be at least 1".into());
+        }
+        if self.state_cache_mb == 0 {
+            errors.push("state_cache_mb must be at least 1".into());
         }
         if errors.is_empty() {
             Ok(())
@@ -437,7 +443,8 @@ impl Scoring<'_> {
     }
 
     /// Publishes records and waits for every acknowledgement, retrying failures; returns false
-    /// if shutdown interrupted it (the records stay in the outbox).
+    /// if shutdown interrupted it (the batch is then neither committed nor its offsets
+    /// stored, so it is redone after the restart).
     fn publish(&self, records: &[Outgoing], shutdown: &CancellationToken) -> bool {
         let topics = &self.config.kafka.topics;
         let make = |i: usize| {

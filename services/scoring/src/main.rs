@@ -41,6 +41,10 @@ struct Args {
     /// Directory of the sled state store; one process owns it [default: ./churnwatch-state].
     #[arg(long, env = "CHURNWATCH_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// sled page cache in MiB, the bulk of scoring's memory once the states outgrow it
+    /// [default: 256].
+    #[arg(long, env = "CHURNWATCH_STATE_CACHE_MB")]
+    state_cache_mb: Option<u64>,
     /// Clock for evaluations: wall (live) or event (replay: the event-time watermark) [default: wall].
     #[arg(long, env = "CHURNWATCH_CLOCK", value_parser = ["wall", "event"])]
     clock: Option<String>,
@@ -122,6 +126,7 @@ fn overrides(a: &Args) -> Result<serde_json::Value> {
         .set("kafka.topics.profiles", a.profiles_topic.as_ref())
         .set("group_id", a.group_id.as_ref())
         .set("state_dir", a.state_dir.as_ref())
+        .set("state_cache_mb", a.state_cache_mb)
         .set("clock", a.clock.as_ref())
         .set("allowed_lateness", a.allowed_lateness.as_ref())
         .set(
@@ -174,7 +179,8 @@ fn main() -> Result<()> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n  - {}", e.join("\n  - ")))?;
-    let store = churnwatch_store::Store::open(&config.state_dir)?;
+    let store =
+        churnwatch_store::Store::open_with_cache(&config.state_dir, config.state_cache_mb << 20)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let shutdown = shutdown_on_signals();
