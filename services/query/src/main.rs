@@ -1,38 +1,104 @@
-//! `query`: answers customer, at-risk, stage, retention, profitability and campaign questions
-//! over gRPC from a sled view of the compacted profile topic.
+//! The `query` binary: reads configuration, sets up tracing and signals, opens the view, and
+//! runs the materialiser beside the gRPC server.
 
 /// Services allocate and free many small buffers per message; mimalloc serves them faster than
 /// the system allocator.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use churnwatch_runtime::{LogFormat, Overrides, init_tracing, layered, shutdown_on_signals};
 use clap::Parser;
+use query::{QueryConfig, View, ViewStats};
 
 /// Materialises the compacted `customer-profiles` topic into a read-optimised sled view and
-/// serves the churnwatch.v1 gRPC API: customer lookups, at-risk lists, stage counts and
-/// transitions, the 12-month retention report, profitability tiers, campaign effects, a live
-/// stream of risk changes and bulk export. Reports NOT_SERVING on grpc.health.v1 until the view
-/// has caught up with the topic.
+/// serves the churnwatch.v1 gRPC API from it: customer lookups, filtered and ordered customer
+/// lists, stage counts and bulk export, with grpc.health.v1 and server reflection. Reports
+/// NOT_SERVING until the view has caught up with the topic's end offsets at start-up.
 ///
-/// Options can also be given as CHURNWATCH_* environment variables or in a TOML file.
+/// Configuration is layered: built-in defaults < the TOML file given with --config < the
+/// CHURNWATCH_* environment variables < these flags. The view can always be rebuilt: stop
+/// query, empty --view-dir and start it again; it reads the topic from the beginning.
+/// SIGTERM/SIGINT report NOT_SERVING, let requests in flight finish, flush the view and exit.
 #[derive(Debug, Parser)]
 #[command(name = "query", version, about, long_about)]
 struct Args {
-    /// Kafka bootstrap servers (host:port, comma-separated).
-    #[arg(long, env = "CHURNWATCH_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
-    /// Address the gRPC server listens on.
-    #[arg(long, env = "CHURNWATCH_GRPC_ADDR", default_value = "127.0.0.1:50051")]
-    grpc_addr: std::net::SocketAddr,
-    /// Directory of the sled view; rebuilt from the topic when empty.
-    #[arg(long, env = "CHURNWATCH_VIEW_DIR", default_value = "./churnwatch-view")]
-    view_dir: std::path::PathBuf,
-    /// Optional TOML configuration file; flags and environment override it.
+    /// TOML configuration file (keys as in QueryConfig: grpc_addr, view_dir, [kafka] ...).
     #[arg(long, env = "CHURNWATCH_CONFIG")]
-    config: Option<std::path::PathBuf>,
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers (host:port, comma-separated) [default: 127.0.0.1:9092].
+    #[arg(long, env = "CHURNWATCH_BROKERS")]
+    brokers: Option<String>,
+    /// Address the gRPC server listens on [default: 127.0.0.1:50051].
+    #[arg(long, env = "CHURNWATCH_GRPC_ADDR")]
+    grpc_addr: Option<String>,
+    /// Directory of the sled view; rebuilt from the topic when empty [default: ./churnwatch-view].
+    #[arg(long, env = "CHURNWATCH_VIEW_DIR")]
+    view_dir: Option<PathBuf>,
+    /// sled page cache of the view in MiB [default: 256].
+    #[arg(long, env = "CHURNWATCH_VIEW_CACHE_MB")]
+    view_cache_mb: Option<u64>,
+    /// Compacted topic of customer profiles [default: customer-profiles].
+    #[arg(long, env = "CHURNWATCH_PROFILES_TOPIC")]
+    profiles_topic: Option<String>,
+    /// Extra librdkafka properties (KEY=VALUE, repeatable), e.g. security.protocol=SASL_SSL.
+    #[arg(
+        long = "kafka-property",
+        value_name = "KEY=VALUE",
+        env = "CHURNWATCH_KAFKA_PROPERTIES",
+        value_delimiter = ','
+    )]
+    kafka_properties: Vec<String>,
+    /// Log format: pretty or json.
+    #[arg(long, env = "CHURNWATCH_LOG_FORMAT", default_value = "pretty")]
+    log_format: LogFormat,
+    /// Log level filter, e.g. info or query=debug.
+    #[arg(long, env = "CHURNWATCH_LOG_LEVEL", default_value = "info")]
+    log_level: String,
 }
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!("query cannot run yet: the gRPC service is not part of this build")
+fn overrides(a: &Args) -> Result<serde_json::Value> {
+    let mut o = Overrides::new();
+    o.set("kafka.brokers", a.brokers.as_ref())
+        .set("kafka.topics.profiles", a.profiles_topic.as_ref())
+        .set("grpc_addr", a.grpc_addr.as_ref())
+        .set("view_dir", a.view_dir.as_ref())
+        .set("view_cache_mb", a.view_cache_mb);
+    o.key_values("kafka.properties", &a.kafka_properties)
+        .map_err(|e| anyhow::anyhow!("--kafka-property {e}"))?;
+    Ok(o.into_value())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let config: QueryConfig = layered(args.config.as_deref(), overrides(&args)?)?;
+    init_tracing(args.log_format, &args.log_level).map_err(anyhow::Error::msg)?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n  - {}", e.join("\n  - ")))?;
+    let view = View::open(&config.view_dir, config.view_cache_mb << 20)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = shutdown_on_signals();
+        let listener = tokio::net::TcpListener::bind(&config.grpc_addr)
+            .await
+            .with_context(|| format!("cannot listen on {} (--grpc-addr)", config.grpc_addr))?;
+        let (caught_up_tx, caught_up) = tokio::sync::watch::channel(false);
+        let stats = Arc::new(ViewStats::default());
+        let materializer = {
+            let (config, view, shutdown) = (config.clone(), view.clone(), shutdown.clone());
+            tokio::task::spawn_blocking(move || {
+                let r = query::materialize::run(&config, &view, &stats, &caught_up_tx, &shutdown);
+                // A failed materialiser stops the whole service rather than serve a stale view.
+                shutdown.cancel();
+                r
+            })
+        };
+        query::serve(&config, listener, view, caught_up, shutdown).await?;
+        materializer.await.context("the materialiser panicked")??;
+        Ok(())
+    })
 }

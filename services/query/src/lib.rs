@@ -1,0 +1,187 @@
+//! query: materialises the compacted `customer-profiles` topic into its own sled view with
+//! secondary indexes, and answers the `churnwatch.v1` gRPC API from it. It reports NOT_SERVING
+//! on `grpc.health.v1` until the view has caught up with the topic's end offsets at start-up,
+//! and again first thing on shutdown. An empty view directory is rebuilt from the topic.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use churnwatch_kafka::KafkaConfig;
+use churnwatch_proto::v1::customer_query_server::CustomerQueryServer;
+use churnwatch_runtime::CancellationToken;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+pub mod materialize;
+pub mod service;
+pub mod view;
+
+pub use materialize::ViewStats;
+pub use service::QueryService;
+pub use view::View;
+
+/// The configuration of query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Kafka connection and topics.
+    pub kafka: KafkaConfig,
+    /// Client identity towards the brokers (no offsets are committed: the view keeps its own).
+    pub group_id: String,
+    /// Address the gRPC server listens on.
+    pub grpc_addr: String,
+    /// Directory of the sled view; rebuilt from the topic when empty.
+    pub view_dir: PathBuf,
+    /// sled page cache of the view, in MiB.
+    pub view_cache_mb: u64,
+    /// Most profiles applied per view batch.
+    pub batch_size: usize,
+    /// Longest wait for the first message of a batch.
+    #[serde(with = "humantime_serde")]
+    pub batch_timeout: Duration,
+    /// Largest request or response message, in bytes.
+    pub max_message_bytes: usize,
+    /// How long shutdown waits for requests in flight.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            kafka: KafkaConfig::default(),
+            group_id: "churnwatch-query".into(),
+            grpc_addr: "127.0.0.1:50051".into(),
+            view_dir: PathBuf::from("churnwatch-view"),
+            view_cache_mb: 256,
+            batch_size: 10_000,
+            batch_timeout: Duration::from_millis(100),
+            max_message_bytes: 16 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl QueryConfig {
+    /// Returns every problem with the configuration at once.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errors = self.kafka.validate().err().unwrap_or_default();
+        if self.grpc_addr.parse::<std::net::SocketAddr>().is_err() {
+            errors.push(format!(
+                "grpc_addr {:?} is not an address such as 127.0.0.1:50051",
+                self.grpc_addr
+            ));
+        }
+        if self.batch_size == 0 {
+            errors.push("batch_size must be at least 1".into());
+        }
+        if self.view_cache_mb == 0 {
+            errors.push("view_cache_mb must be at least 1".into());
+        }
+        if self.max_message_bytes < 4096 {
+            errors.push("max_message_bytes must be at least 4096".into());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown`: NOT_SERVING on `grpc.health.v1` until
+/// `caught_up` says the view has caught up, SERVING after, NOT_SERVING again as soon as
+/// shutdown begins; then requests in flight get up to `config.shutdown_grace` to finish.
+///
+/// # Errors
+///
+/// When the server fails (the listener broke).
+pub async fn serve(
+    config: &QueryConfig,
+    listener: TcpListener,
+    view: View,
+    mut caught_up: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    type Server = CustomerQueryServer<QueryService>;
+    reporter.set_not_serving::<Server>().await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(churnwatch_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the API's descriptor set is valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(churnwatch_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the API's descriptor set is valid");
+    let api = CustomerQueryServer::new(QueryService::new(view))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+
+    // Health follows the view, then shutdown.
+    let health_task = {
+        let reporter = reporter.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let ready = async {
+                while !*caught_up.borrow_and_update() {
+                    if caught_up.changed().await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                ok = ready => if ok {
+                    reporter.set_serving::<Server>().await;
+                    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+                    shutdown.cancelled().await;
+                }
+            }
+            reporter.set_not_serving::<Server>().await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        })
+    };
+
+    let addr = listener.local_addr().ok();
+    info!(addr = ?addr, "gRPC API listening");
+    let grace = config.shutdown_grace;
+    let stopping = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            // Let health checkers see NOT_SERVING before the listener closes.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let server = tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(60))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(api)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stopping,
+        );
+    tokio::pin!(server);
+    let result = tokio::select! {
+        r = &mut server => r,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs_f64(), "requests still running after the shutdown grace; stopping anyway");
+            Ok(())
+        }
+    };
+    health_task.abort();
+    result
+}

@@ -1,0 +1,226 @@
+//! Keeps the view in step with the `customer-profiles` topic: reads every partition from the
+//! offset the view has reached (from the beginning into an empty view), applies each batch
+//! atomically, and says when the view has caught up with the end offsets the topic had at
+//! start-up.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use churnwatch_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use churnwatch_kafka::rdkafka::{Message, Offset, TopicPartitionList};
+use churnwatch_runtime::CancellationToken;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::QueryConfig;
+use crate::view::{Incoming, View};
+
+/// Counters of the materialiser, shared with whoever reports them.
+#[derive(Debug, Default)]
+pub struct ViewStats {
+    /// Profile messages read.
+    pub consumed: AtomicU64,
+    /// Profiles written into the view.
+    pub written: AtomicU64,
+    /// Messages that are not profiles, skipped.
+    pub invalid: AtomicU64,
+}
+
+/// Errors that stop the materialiser.
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError {
+    /// The view failed.
+    #[error(transparent)]
+    View(#[from] crate::view::ViewError),
+    /// The Kafka client could not be created or assigned.
+    #[error("profile consumer: {0}")]
+    Kafka(#[from] churnwatch_kafka::rdkafka::error::KafkaError),
+}
+
+/// Returns the partitions of `topic`, waiting (with backoff) until the brokers answer and the
+/// topic exists; `None` when `shutdown` comes first.
+fn partitions_of(
+    consumer: &BaseConsumer,
+    topic: &str,
+    brokers: &str,
+    shutdown: &CancellationToken,
+) -> Option<Vec<i32>> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(m) => {
+                let parts: Vec<i32> = m
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name() == topic && t.error().is_none())
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect();
+                if !parts.is_empty() {
+                    return Some(parts);
+                }
+                warn!(
+                    topic,
+                    "the profile topic does not exist yet; waiting for scoring to create it"
+                );
+            }
+            Err(e) => warn!(brokers, error = %e, "waiting for the Kafka brokers"),
+        }
+        let until = Instant::now() + backoff;
+        while Instant::now() < until {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Reads the profile topic into `view` until `shutdown`; sends `true` on `caught_up` once every
+/// partition has reached the end offset it had when reading began.
+///
+/// # Errors
+///
+/// When the view fails or the consumer cannot be created; broker outages are waited out.
+pub fn run(
+    config: &QueryConfig,
+    view: &View,
+    stats: &ViewStats,
+    caught_up: &watch::Sender<bool>,
+    shutdown: &CancellationToken,
+) -> Result<(), MaterializeError> {
+    let topic = config.kafka.topics.profiles.as_str();
+    let mut client = config.kafka.client("query");
+    // The view keeps its own offsets beside its data; the group id is only an identity, no
+    // offsets are committed to it.
+    client
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "20");
+    let consumer: BaseConsumer = client.create()?;
+    let Some(partitions) = partitions_of(&consumer, topic, &config.kafka.brokers, shutdown) else {
+        return Ok(());
+    };
+    let stored = view.offsets()?;
+    let mut targets: BTreeMap<i32, i64> = BTreeMap::new();
+    for p in &partitions {
+        let high = loop {
+            match consumer.fetch_watermarks(topic, *p, Duration::from_secs(5)) {
+                Ok((_, high)) => break high,
+                Err(e) => {
+                    warn!(partition = p, error = %e, "cannot read the end offset; retrying");
+                    if shutdown.is_cancelled() {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        };
+        targets.insert(*p, high);
+    }
+    let mut assignment = TopicPartitionList::new();
+    for p in &partitions {
+        let offset = stored
+            .get(p)
+            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+        assignment.add_partition_offset(topic, *p, offset)?;
+    }
+    consumer.assign(&assignment)?;
+    let started = Instant::now();
+    info!(topic, partitions = partitions.len(), end_offsets = ?targets, resume_from = ?stored, "materialising the profile view");
+    let mut reached = stored;
+    let mut is_caught_up = false;
+    let mut last_report = Instant::now();
+    while !shutdown.is_cancelled() {
+        if !is_caught_up
+            && targets
+                .iter()
+                .all(|(p, end)| reached.get(p).copied().unwrap_or(0) >= *end)
+        {
+            is_caught_up = true;
+            caught_up.send_replace(true);
+            info!(
+                profiles = view.len()?,
+                secs = started.elapsed().as_secs_f64(),
+                "the view has caught up with the profile topic; serving"
+            );
+        }
+        let batch = poll(&consumer, config.batch_size, config.batch_timeout);
+        if batch.is_empty() {
+            continue;
+        }
+        let incoming: Vec<(i32, i64, Incoming<'_>)> = batch
+            .iter()
+            .filter_map(|m| {
+                let key = m.key().and_then(|k| std::str::from_utf8(k).ok())?;
+                Some((
+                    m.partition(),
+                    m.offset(),
+                    Incoming {
+                        customer_id: key,
+                        json: m.payload(),
+                    },
+                ))
+            })
+            .collect();
+        let applied = view.apply(&incoming)?;
+        for m in &batch {
+            let e = reached.entry(m.partition()).or_insert(0);
+            *e = (*e).max(m.offset() + 1);
+        }
+        stats
+            .consumed
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.written.fetch_add(applied.written, Ordering::Relaxed);
+        stats.invalid.fetch_add(
+            applied.invalid + (batch.len() - incoming.len()) as u64,
+            Ordering::Relaxed,
+        );
+        if applied.invalid > 0 {
+            warn!(
+                skipped = applied.invalid,
+                "profile messages that do not decode were skipped"
+            );
+        }
+        if !is_caught_up && last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            let done: i64 = reached.values().sum();
+            let total: i64 = targets.values().sum();
+            info!(
+                read = done,
+                of = total,
+                rate = (stats.consumed.load(Ordering::Relaxed) as f64
+                    / started.elapsed().as_secs_f64()) as u64,
+                "rebuilding the view"
+            );
+        }
+    }
+    view.flush()?;
+    Ok(())
+}
+
+/// Polls up to `max` messages: waits up to `timeout` for the first, then takes what is already
+/// fetched.
+fn poll(
+    consumer: &BaseConsumer,
+    max: usize,
+    timeout: Duration,
+) -> Vec<churnwatch_kafka::rdkafka::message::OwnedMessage> {
+    let mut out = Vec::new();
+    let mut wait = timeout;
+    while out.len() < max {
+        match consumer.poll(wait) {
+            Some(Ok(m)) => out.push(m.detach()),
+            Some(Err(e)) => {
+                warn!(error = %e, "profile consumer error; retrying");
+                break;
+            }
+            None => break,
+        }
+        wait = Duration::ZERO;
+    }
+    out
+}

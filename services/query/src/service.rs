@@ -1,0 +1,258 @@
+//! The `churnwatch.v1.CustomerQuery` gRPC service over the view. Requests are validated here;
+//! view errors become a `tonic::Status` in one place ([`status`]).
+
+use std::pin::Pin;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use churnwatch_proto::v1;
+use churnwatch_proto::v1::customer_query_server::CustomerQuery;
+use churnwatch_proto::{
+    profile_to_proto, risk_level_from_proto, stage_from_proto, stage_to_proto, tier_from_proto,
+};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::view::{Filter, Order, View, ViewError};
+
+/// Most ids in one `BatchGetCustomers`.
+pub const MAX_BATCH_IDS: usize = 1_000;
+/// Largest page of `ListCustomers`.
+pub const MAX_PAGE_SIZE: u32 = 1_000;
+/// Page size when none is asked.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Profiles per message of `ExportCustomers`.
+pub const EXPORT_CHUNK: usize = 500;
+
+const TOKEN_VERSION: u8 = 1;
+
+/// Maps a view failure to the status a client sees; the details go to the log.
+fn status(e: ViewError) -> Status {
+    tracing::error!(error = %e, "view failure");
+    Status::internal(format!("the query view failed: {e}"))
+}
+
+/// The query service.
+#[derive(Debug, Clone)]
+pub struct QueryService {
+    view: View,
+}
+
+impl QueryService {
+    /// Returns the service over `view`.
+    pub fn new(view: View) -> Self {
+        Self { view }
+    }
+}
+
+fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {problem}"))
+}
+
+fn enum_field<E: TryFrom<i32>>(field: &str, raw: i32) -> Result<E, Status> {
+    E::try_from(raw).map_err(|_| invalid(field, format!("unknown value {raw}")))
+}
+
+/// Returns the filter and order of a list request.
+fn list_query(r: &v1::ListCustomersRequest) -> Result<(Filter, Order), Status> {
+    let filter = Filter {
+        stage: stage_from_proto(enum_field("stage", r.stage)?),
+        risk_level: risk_level_from_proto(enum_field("risk_level", r.risk_level)?),
+        tier: tier_from_proto(enum_field("value_tier", r.value_tier)?),
+        divest: r.divest,
+    };
+    let order = match enum_field::<v1::CustomerOrder>("order_by", r.order_by)? {
+        v1::CustomerOrder::Unspecified | v1::CustomerOrder::ValueAtRisk => Order::ValueAtRisk,
+        v1::CustomerOrder::RiskScore => Order::RiskScore,
+        v1::CustomerOrder::Margin => Order::Margin,
+    };
+    Ok((filter, order))
+}
+
+/// Fingerprint of a list query, so a token is only accepted with the query it came from.
+fn fingerprint(filter: &Filter, order: Order) -> [u8; 8] {
+    xxhash_rust::xxh3::xxh3_64(format!("{filter:?}/{order:?}").as_bytes()).to_be_bytes()
+}
+
+/// Encodes a page token: version, query fingerprint, the last index key.
+fn encode_token(filter: &Filter, order: Order, after: &[u8]) -> String {
+    let mut raw = vec![TOKEN_VERSION];
+    raw.extend_from_slice(&fingerprint(filter, order));
+    raw.extend_from_slice(after);
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// Returns the index key a page token resumes after.
+fn decode_token(token: &str, filter: &Filter, order: Order) -> Result<Vec<u8>, Status> {
+    let raw = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| invalid("page_token", "not a token this service issued"))?;
+    match raw.split_first() {
+        Some((&TOKEN_VERSION, rest))
+            if rest.len() > 8 && rest[..8] == fingerprint(filter, order) =>
+        {
+            Ok(rest[8..].to_vec())
+        }
+        Some((&TOKEN_VERSION, _)) => Err(invalid(
+            "page_token",
+            "issued for other filters or another order; repeat the first request's filters and order_by",
+        )),
+        _ => Err(invalid("page_token", "not a token this service issued")),
+    }
+}
+
+type ExportStream =
+    Pin<Box<dyn Stream<Item = Result<v1::ExportCustomersResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl CustomerQuery for QueryService {
+    async fn get_customer(
+        &self,
+        request: Request<v1::GetCustomerRequest>,
+    ) -> Result<Response<v1::GetCustomerResponse>, Status> {
+        let id = request.into_inner().customer_id;
+        if id.is_empty() {
+            return Err(invalid("customer_id", "must not be empty"));
+        }
+        match self.view.get(&id).map_err(status)? {
+            Some(p) => Ok(Response::new(v1::GetCustomerResponse {
+                profile: Some(profile_to_proto(&p)),
+            })),
+            None => Err(Status::not_found(format!("no customer with id {id:?}"))),
+        }
+    }
+
+    async fn batch_get_customers(
+        &self,
+        request: Request<v1::BatchGetCustomersRequest>,
+    ) -> Result<Response<v1::BatchGetCustomersResponse>, Status> {
+        let ids = request.into_inner().customer_ids;
+        if ids.is_empty() || ids.len() > MAX_BATCH_IDS {
+            return Err(invalid(
+                "customer_ids",
+                format!("give 1 to {MAX_BATCH_IDS} ids, not {}", ids.len()),
+            ));
+        }
+        if let Some(i) = ids.iter().position(String::is_empty) {
+            return Err(invalid(&format!("customer_ids[{i}]"), "must not be empty"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut out = v1::BatchGetCustomersResponse::default();
+        for id in ids {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            match self.view.get(&id).map_err(status)? {
+                Some(p) => out.profiles.push(profile_to_proto(&p)),
+                None => out.not_found.push(id),
+            }
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn list_customers(
+        &self,
+        request: Request<v1::ListCustomersRequest>,
+    ) -> Result<Response<v1::ListCustomersResponse>, Status> {
+        let r = request.into_inner();
+        let (filter, order) = list_query(&r)?;
+        let size = match r.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(invalid(
+                    "page_size",
+                    format!("at most {MAX_PAGE_SIZE}, not {n}"),
+                ));
+            }
+            n => n,
+        };
+        let after = match r.page_token.as_str() {
+            "" => None,
+            t => Some(decode_token(t, &filter, order)?),
+        };
+        let page = self
+            .view
+            .list(&filter, order, size as usize, after.as_deref())
+            .map_err(status)?;
+        Ok(Response::new(v1::ListCustomersResponse {
+            customers: page.profiles.iter().map(profile_to_proto).collect(),
+            next_page_token: page
+                .next_after
+                .map(|k| encode_token(&filter, order, &k))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn get_stage_summary(
+        &self,
+        _request: Request<v1::GetStageSummaryRequest>,
+    ) -> Result<Response<v1::GetStageSummaryResponse>, Status> {
+        let counts = self.view.stage_counts().map_err(status)?;
+        Ok(Response::new(v1::GetStageSummaryResponse {
+            total_customers: counts.iter().map(|(_, n)| n).sum(),
+            stages: counts
+                .into_iter()
+                .map(|(s, n)| v1::StageCount {
+                    stage: stage_to_proto(s) as i32,
+                    customers: n,
+                })
+                .collect(),
+        }))
+    }
+
+    type ExportCustomersStream = ExportStream;
+
+    async fn export_customers(
+        &self,
+        _request: Request<v1::ExportCustomersRequest>,
+    ) -> Result<Response<Self::ExportCustomersStream>, Status> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let view = self.view.clone();
+        // Pages are read as the client takes them (the channel holds four), so a slow client
+        // holds back the reading instead of filling memory.
+        tokio::spawn(async move {
+            let mut after: Option<String> = None;
+            loop {
+                let chunk = match view.export_page(after.as_deref(), EXPORT_CHUNK) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        return;
+                    }
+                };
+                let Some(last) = chunk.last() else { return };
+                after = Some(last.customer_id.clone());
+                let message = v1::ExportCustomersResponse {
+                    profiles: chunk.iter().map(profile_to_proto).collect(),
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_token_is_refused_with_other_filters_and_garbage_is_refused() {
+        let f = Filter::default();
+        let t = encode_token(&f, Order::Margin, b"mkey");
+        assert_eq!(decode_token(&t, &f, Order::Margin).unwrap(), b"mkey");
+        let err = decode_token(&t, &f, Order::RiskScore).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message().starts_with("page_token:"),
+            "{}",
+            err.message()
+        );
+        let err = decode_token("%%%", &f, Order::Margin).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    }
+}

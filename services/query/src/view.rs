@@ -1,0 +1,955 @@
+//! The query service's read-optimised view of the `customer-profiles` topic, in sled.
+//!
+//! One tree holds everything, so that a consumer batch's profiles, index entries, stage counts
+//! and the offsets it reached land in one atomic sled batch: after a crash the view resumes
+//! from offsets that match its contents exactly. Keys, by their first byte:
+//!
+//! - `p` customer → index header + the profile's JSON as published;
+//! - `v` value at risk ↓, customer → facets; `r` risk score ↓; `m` margin ↓ (the three orders);
+//! - `l` risk level, risk score ↓; `g` stage, value at risk ↓; `t` value tier, margin ↓;
+//!   `d` margin ↓ of divest candidates only (filtered lists without a scan);
+//! - `c` stage → customers in it; `o` partition → next offset to read.
+//!
+//! "↓" keys sort the highest value first. Every index entry's value holds the customer's
+//! facets (stage, risk level, tier, divest), so filters that no prefix serves are applied
+//! while scanning without reading the profile.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use churnwatch_core::output::Profile;
+use churnwatch_core::profit::ValueTier;
+use churnwatch_core::{RiskLevel, Stage};
+
+/// The view's layout version; another version's directory is refused.
+pub const VIEW_VERSION: u32 = 1;
+
+/// Errors of the view, each naming what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    /// sled failed (disk, permissions, another process holding the directory).
+    #[error("view at {path}: {source}")]
+    Sled {
+        /// The view directory.
+        path: String,
+        /// What sled said.
+        #[source]
+        source: sled::Error,
+    },
+    /// The directory holds another layout version.
+    #[error(
+        "view at {path} has layout version {found}, this build reads {expected}; empty the directory and the view is rebuilt from the profile topic"
+    )]
+    Version {
+        /// The view directory.
+        path: String,
+        /// Version on disk.
+        found: u32,
+        /// Version this build reads.
+        expected: u32,
+    },
+    /// A stored record does not decode.
+    #[error(
+        "view at {path}: corrupt record for {key}: {message}; empty the directory to rebuild it"
+    )]
+    Corrupt {
+        /// The view directory.
+        path: String,
+        /// The record.
+        key: String,
+        /// The decoder's complaint.
+        message: String,
+    },
+}
+
+/// The view's result type.
+pub type Result<T> = std::result::Result<T, ViewError>;
+
+const PROFILE: u8 = b'p';
+const BY_VALUE_AT_RISK: u8 = b'v';
+const BY_RISK_SCORE: u8 = b'r';
+const BY_MARGIN: u8 = b'm';
+const BY_LEVEL: u8 = b'l';
+const BY_STAGE: u8 = b'g';
+const BY_TIER: u8 = b't';
+const DIVEST: u8 = b'd';
+const STAGE_COUNT: u8 = b'c';
+const OFFSET: u8 = b'o';
+const VERSION_KEY: &[u8] = b"version";
+
+/// A customer's facets: what filters look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facets {
+    /// Lifecycle stage.
+    pub stage: Stage,
+    /// Risk level.
+    pub risk_level: RiskLevel,
+    /// Value tier.
+    pub tier: ValueTier,
+    /// Divest candidate.
+    pub divest: bool,
+}
+
+/// What a list may be filtered by; `None` matches all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Filter {
+    /// Stage.
+    pub stage: Option<Stage>,
+    /// Risk level.
+    pub risk_level: Option<RiskLevel>,
+    /// Value tier.
+    pub tier: Option<ValueTier>,
+    /// Divest flag.
+    pub divest: Option<bool>,
+}
+
+impl Filter {
+    /// Returns whether a customer with these facets matches.
+    pub fn matches(&self, f: &Facets) -> bool {
+        self.stage.is_none_or(|s| s == f.stage)
+            && self.risk_level.is_none_or(|l| l == f.risk_level)
+            && self.tier.is_none_or(|t| t == f.tier)
+            && self.divest.is_none_or(|d| d == f.divest)
+    }
+}
+
+/// The order of a list, highest first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Order {
+    /// Value at risk.
+    #[default]
+    ValueAtRisk,
+    /// Risk score.
+    RiskScore,
+    /// 12-month margin.
+    Margin,
+}
+
+/// What a profile's index entries are computed from, stored before its JSON so an update can
+/// remove the old entries without parsing the old profile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Header {
+    facets: Facets,
+    version: u64,
+    risk_score: f64,
+    value_at_risk: i64,
+    margin: i64,
+}
+
+const HEADER_LEN: usize = 4 + 8 + 8 + 8 + 8;
+
+fn stage_byte(s: Stage) -> u8 {
+    Stage::ALL
+        .iter()
+        .position(|x| *x == s)
+        .expect("every stage is listed") as u8
+}
+
+fn level_byte(l: RiskLevel) -> u8 {
+    match l {
+        RiskLevel::Low => 0,
+        RiskLevel::Medium => 1,
+        RiskLevel::High => 2,
+        RiskLevel::Critical => 3,
+    }
+}
+
+fn tier_byte(t: ValueTier) -> u8 {
+    match t {
+        ValueTier::A => 0,
+        ValueTier::B => 1,
+        ValueTier::C => 2,
+        ValueTier::D => 3,
+    }
+}
+
+fn facets_bytes(f: &Facets) -> [u8; 4] {
+    [
+        stage_byte(f.stage),
+        level_byte(f.risk_level),
+        tier_byte(f.tier),
+        u8::from(f.divest),
+    ]
+}
+
+fn facets_from(b: &[u8]) -> Option<Facets> {
+    let levels = [
+        RiskLevel::Low,
+        RiskLevel::Medium,
+        RiskLevel::High,
+        RiskLevel::Critical,
+    ];
+    let tiers = [ValueTier::A, ValueTier::B, ValueTier::C, ValueTier::D];
+    Some(Facets {
+        stage: *Stage::ALL.get(usize::from(*b.first()?))?,
+        risk_level: *levels.get(usize::from(*b.get(1)?))?,
+        tier: *tiers.get(usize::from(*b.get(2)?))?,
+        divest: *b.get(3)? == 1,
+    })
+}
+
+impl Header {
+    fn of(p: &Profile) -> Self {
+        Self {
+            facets: Facets {
+                stage: p.stage,
+                risk_level: p.risk_level,
+                tier: p.value_tier,
+                divest: p.divest,
+            },
+            version: p.version,
+            risk_score: p.risk_score,
+            value_at_risk: p.value_at_risk,
+            margin: p.margin_12m,
+        }
+    }
+
+    fn encode(&self, json: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + json.len());
+        out.extend_from_slice(&facets_bytes(&self.facets));
+        out.extend_from_slice(&self.version.to_be_bytes());
+        out.extend_from_slice(&self.risk_score.to_be_bytes());
+        out.extend_from_slice(&self.value_at_risk.to_be_bytes());
+        out.extend_from_slice(&self.margin.to_be_bytes());
+        out.extend_from_slice(json);
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<Self> {
+        let eight = |at: usize| -> Option<[u8; 8]> { b.get(at..at + 8)?.try_into().ok() };
+        Some(Self {
+            facets: facets_from(b.get(..4)?)?,
+            version: u64::from_be_bytes(eight(4)?),
+            risk_score: f64::from_be_bytes(eight(12)?),
+            value_at_risk: i64::from_be_bytes(eight(20)?),
+            margin: i64::from_be_bytes(eight(28)?),
+        })
+    }
+
+    /// Returns every index key of the customer, with the value each holds.
+    fn index_keys(&self, customer: &str) -> Vec<Vec<u8>> {
+        let id = customer.as_bytes();
+        let var = desc_i64(self.value_at_risk);
+        let score = desc_f64(self.risk_score);
+        let margin = desc_i64(self.margin);
+        let f = &self.facets;
+        let mut keys = vec![
+            compose(&[&[BY_VALUE_AT_RISK], &var, id]),
+            compose(&[&[BY_RISK_SCORE], &score, id]),
+            compose(&[&[BY_MARGIN], &margin, id]),
+            compose(&[&[BY_LEVEL, level_byte(f.risk_level)], &score, id]),
+            compose(&[&[BY_STAGE, stage_byte(f.stage)], &var, id]),
+            compose(&[&[BY_TIER, tier_byte(f.tier)], &margin, id]),
+        ];
+        if f.divest {
+            keys.push(compose(&[&[DIVEST], &margin, id]));
+        }
+        keys
+    }
+}
+
+fn compose(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// Encodes an integer so that byte order is descending numeric order.
+fn desc_i64(v: i64) -> [u8; 8] {
+    (!((v as u64) ^ (1 << 63))).to_be_bytes()
+}
+
+/// Encodes a float so that byte order is descending numeric order (NaN last).
+fn desc_f64(v: f64) -> [u8; 8] {
+    let v = if v.is_nan() { f64::NEG_INFINITY } else { v };
+    let bits = v.to_bits();
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    (!ordered).to_be_bytes()
+}
+
+/// One profile as it arrives from the topic; `None` is a tombstone (the customer is deleted).
+#[derive(Debug, Clone)]
+pub struct Incoming<'a> {
+    /// The message key: the customer id.
+    pub customer_id: &'a str,
+    /// The profile's JSON.
+    pub json: Option<&'a [u8]>,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Profiles written.
+    pub written: u64,
+    /// Profiles deleted by tombstones.
+    pub deleted: u64,
+    /// Profiles older than the stored one, ignored.
+    pub stale: u64,
+    /// Messages whose JSON is not a profile, skipped.
+    pub invalid: u64,
+}
+
+/// A page of a list: the profiles (as JSON) and where the next page starts.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Profiles of this page, in order.
+    pub profiles: Vec<Profile>,
+    /// The key after which the next page starts; `None` on the last page.
+    pub next_after: Option<Vec<u8>>,
+}
+
+/// The view: profiles, indexes, stage counts and the offsets they reflect.
+#[derive(Debug, Clone)]
+pub struct View {
+    tree: sled::Tree,
+    db: sled::Db,
+    path: String,
+}
+
+impl View {
+    /// Opens (creating if needed) the view in `dir`.
+    ///
+    /// # Errors
+    ///
+    /// [`ViewError::Sled`] when the directory cannot be opened, [`ViewError::Version`] when it
+    /// holds another layout.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
+        let path = dir.display().to_string();
+        let err = |source| ViewError::Sled {
+            path: path.clone(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(err)?;
+        let tree = db.open_tree("view").map_err(err)?;
+        match db.get(VERSION_KEY).map_err(err)? {
+            None => {
+                db.insert(VERSION_KEY, &VIEW_VERSION.to_be_bytes())
+                    .map_err(err)?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(0);
+                if found != VIEW_VERSION {
+                    return Err(ViewError::Version {
+                        path,
+                        found,
+                        expected: VIEW_VERSION,
+                    });
+                }
+            }
+        }
+        Ok(Self { tree, db, path })
+    }
+
+    fn sled_err(&self, source: sled::Error) -> ViewError {
+        ViewError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, key: &str, message: impl ToString) -> ViewError {
+        ViewError::Corrupt {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Returns the next offset to read of each partition the view has read from.
+    pub fn offsets(&self) -> Result<BTreeMap<i32, i64>> {
+        let mut out = BTreeMap::new();
+        for kv in self.tree.scan_prefix([OFFSET]) {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let p = k
+                .get(1..5)
+                .and_then(|b| b.try_into().ok())
+                .map(i32::from_be_bytes);
+            let o = v.as_ref().try_into().ok().map(i64::from_be_bytes);
+            match (p, o) {
+                (Some(p), Some(o)) => {
+                    out.insert(p, o);
+                }
+                _ => return Err(self.corrupt("offsets", "not 4 + 8 bytes")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies one consumer batch atomically: every message of `messages` with the partition
+    /// and offset it came from. Offsets already reflected are skipped, so a redelivered batch
+    /// changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// Whatever sled reports, or a stored record that does not decode.
+    pub fn apply(&self, messages: &[(i32, i64, Incoming<'_>)]) -> Result<Applied> {
+        let offsets = self.offsets()?;
+        let mut applied = Applied::default();
+        let mut batch = sled::Batch::default();
+        // The batch's own writes, seen by its later messages: customer → header now (None:
+        // deleted).
+        let mut pending: BTreeMap<String, Option<Header>> = BTreeMap::new();
+        let mut counts: BTreeMap<u8, i64> = BTreeMap::new();
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        for (partition, offset, m) in messages {
+            if offsets.get(partition).is_some_and(|o| offset < o) {
+                continue;
+            }
+            next.insert(*partition, offset + 1);
+            let old = match pending.get(m.customer_id) {
+                Some(h) => *h,
+                None => self.header(m.customer_id)?,
+            };
+            let new = match m.json {
+                None => None,
+                Some(json) => match serde_json::from_slice::<Profile>(json) {
+                    Ok(p) if p.customer_id == m.customer_id => Some((Header::of(&p), json)),
+                    Ok(_) | Err(_) => {
+                        applied.invalid += 1;
+                        continue;
+                    }
+                },
+            };
+            if let (Some(old), Some((new, _))) = (&old, &new)
+                && new.version < old.version
+            {
+                applied.stale += 1;
+                continue;
+            }
+            if let Some(old) = &old {
+                for k in old.index_keys(m.customer_id) {
+                    batch.remove(k);
+                }
+                *counts.entry(stage_byte(old.facets.stage)).or_default() -= 1;
+            }
+            let profile_key = compose(&[&[PROFILE], m.customer_id.as_bytes()]);
+            match new {
+                Some((header, json)) => {
+                    let facets = facets_bytes(&header.facets);
+                    for k in header.index_keys(m.customer_id) {
+                        batch.insert(k, &facets);
+                    }
+                    batch.insert(profile_key, header.encode(json));
+                    *counts.entry(stage_byte(header.facets.stage)).or_default() += 1;
+                    pending.insert(m.customer_id.to_owned(), Some(header));
+                    applied.written += 1;
+                }
+                None => {
+                    batch.remove(profile_key);
+                    pending.insert(m.customer_id.to_owned(), None);
+                    if old.is_some() {
+                        applied.deleted += 1;
+                    }
+                }
+            }
+        }
+        for (stage, delta) in counts {
+            if delta != 0 {
+                let key = [STAGE_COUNT, stage];
+                let now = self.count_of(&key)? as i64 + delta;
+                batch.insert(&key, &(now.max(0) as u64).to_be_bytes());
+            }
+        }
+        for (partition, offset) in next {
+            batch.insert(
+                compose(&[&[OFFSET], &partition.to_be_bytes()]),
+                &offset.to_be_bytes(),
+            );
+        }
+        self.tree.apply_batch(batch).map_err(|e| self.sled_err(e))?;
+        Ok(applied)
+    }
+
+    fn count_of(&self, key: &[u8]) -> Result<u64> {
+        Ok(self
+            .tree
+            .get(key)
+            .map_err(|e| self.sled_err(e))?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
+    }
+
+    fn header(&self, customer: &str) -> Result<Option<Header>> {
+        let Some(v) = self
+            .tree
+            .get(compose(&[&[PROFILE], customer.as_bytes()]))
+            .map_err(|e| self.sled_err(e))?
+        else {
+            return Ok(None);
+        };
+        Header::decode(&v)
+            .map(Some)
+            .ok_or_else(|| self.corrupt(customer, "short header"))
+    }
+
+    fn decode_profile(&self, customer: &[u8], v: &[u8]) -> Result<Profile> {
+        let json = v
+            .get(HEADER_LEN..)
+            .ok_or_else(|| self.corrupt(&String::from_utf8_lossy(customer), "short header"))?;
+        serde_json::from_slice(json)
+            .map_err(|e| self.corrupt(&String::from_utf8_lossy(customer), e))
+    }
+
+    /// Returns a customer's profile.
+    pub fn get(&self, customer: &str) -> Result<Option<Profile>> {
+        let Some(v) = self
+            .tree
+            .get(compose(&[&[PROFILE], customer.as_bytes()]))
+            .map_err(|e| self.sled_err(e))?
+        else {
+            return Ok(None);
+        };
+        self.decode_profile(customer.as_bytes(), &v).map(Some)
+    }
+
+    /// Returns the customers in each stage, in lifecycle order.
+    pub fn stage_counts(&self) -> Result<Vec<(Stage, u64)>> {
+        Stage::ALL
+            .iter()
+            .map(|s| Ok((*s, self.count_of(&[STAGE_COUNT, stage_byte(*s)])?)))
+            .collect()
+    }
+
+    /// Returns the number of profiles.
+    pub fn len(&self) -> Result<u64> {
+        Ok(self.stage_counts()?.iter().map(|(_, n)| n).sum())
+    }
+
+    /// Returns whether the view holds no profile.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Returns the index prefix that serves `filter` in `order`: the narrowest one that
+    /// sorts in that order.
+    fn plan(filter: &Filter, order: Order) -> Vec<u8> {
+        match (order, filter) {
+            (
+                Order::RiskScore,
+                Filter {
+                    risk_level: Some(l),
+                    ..
+                },
+            ) => vec![BY_LEVEL, level_byte(*l)],
+            (Order::ValueAtRisk, Filter { stage: Some(s), .. }) => vec![BY_STAGE, stage_byte(*s)],
+            (Order::Margin, Filter { tier: Some(t), .. }) => vec![BY_TIER, tier_byte(*t)],
+            (
+                Order::Margin,
+                Filter {
+                    divest: Some(true), ..
+                },
+            ) => vec![DIVEST],
+            (Order::ValueAtRisk, _) => vec![BY_VALUE_AT_RISK],
+            (Order::RiskScore, _) => vec![BY_RISK_SCORE],
+            (Order::Margin, _) => vec![BY_MARGIN],
+        }
+    }
+
+    /// Returns up to `limit` customers matching `filter` in `order`, starting after the index
+    /// key `after` (from the previous page's [`Page::next_after`]).
+    ///
+    /// Keyset paging: a page starts strictly after the last key of the one before, so
+    /// customers whose position does not change are neither skipped nor repeated however the
+    /// others change meanwhile.
+    pub fn list(
+        &self,
+        filter: &Filter,
+        order: Order,
+        limit: usize,
+        after: Option<&[u8]>,
+    ) -> Result<Page> {
+        let prefix = Self::plan(filter, order);
+        let mut range_start = prefix.clone();
+        if let Some(after) = after {
+            if !after.starts_with(&prefix) {
+                return Ok(Page::default());
+            }
+            range_start = after.to_vec();
+            range_start.push(0);
+        }
+        let mut page = Page::default();
+        let mut last_key = Vec::new();
+        for kv in self.tree.range(range_start..) {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let facets = facets_from(&v).ok_or_else(|| self.corrupt("index", "bad facets"))?;
+            if !filter.matches(&facets) {
+                continue;
+            }
+            if page.profiles.len() == limit {
+                page.next_after = Some(last_key);
+                break;
+            }
+            // Index keys end with the customer id after a fixed-size sort key.
+            let id = &k[prefix.len() + 8..];
+            let Some(v) = self
+                .tree
+                .get(compose(&[&[PROFILE], id]))
+                .map_err(|e| self.sled_err(e))?
+            else {
+                continue;
+            };
+            page.profiles.push(self.decode_profile(id, &v)?);
+            last_key = k.to_vec();
+        }
+        Ok(page)
+    }
+
+    /// Returns profiles in customer-id order, starting after `after`, at most `limit`.
+    pub fn export_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<Profile>> {
+        let start = match after {
+            Some(a) => {
+                let mut k = compose(&[&[PROFILE], a.as_bytes()]);
+                k.push(0);
+                k
+            }
+            None => vec![PROFILE],
+        };
+        let mut out = Vec::new();
+        for kv in self.tree.range(start..) {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            if k.first() != Some(&PROFILE) || out.len() == limit {
+                break;
+            }
+            out.push(self.decode_profile(&k[1..], &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Makes everything applied so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map(|_| ()).map_err(|e| self.sled_err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use churnwatch_core::Timestamp;
+    use proptest::prelude::*;
+
+    const LEVELS: [RiskLevel; 4] = [
+        RiskLevel::Low,
+        RiskLevel::Medium,
+        RiskLevel::High,
+        RiskLevel::Critical,
+    ];
+    const TIERS: [ValueTier; 4] = [ValueTier::A, ValueTier::B, ValueTier::C, ValueTier::D];
+
+    /// A profile whose facets and sort values come from small numbers.
+    fn profile(id: &str, version: u64, n: [u8; 4], score: f64, var: i64, margin: i64) -> Profile {
+        Profile {
+            customer_id: id.into(),
+            assessed_at: Timestamp(1_700_000_000),
+            version,
+            stage: Stage::ALL[usize::from(n[0]) % 6],
+            stage_since: None,
+            risk_level: LEVELS[usize::from(n[1]) % 4],
+            risk_score: score,
+            reasons: vec![],
+            p_alive: None,
+            expected_purchases: 0.0,
+            clv_12m: 0,
+            value_at_risk: var,
+            margin_12m: margin,
+            revenue_12m: 0,
+            orders_12m: 0,
+            contacts_12m: 0,
+            value_tier: TIERS[usize::from(n[2]) % 4],
+            divest: n[3] % 2 == 1,
+            orders: 0,
+            revenue: 0,
+            first_seen: None,
+            first_order_at: None,
+            last_order_at: None,
+            typical_interval_days: None,
+            acquisition_source: None,
+            first_channel: None,
+            first_categories: vec![],
+            last_retention: None,
+        }
+    }
+
+    fn apply_all(view: &View, partition: i32, first_offset: i64, profiles: &[Profile]) -> Applied {
+        let json: Vec<Vec<u8>> = profiles
+            .iter()
+            .map(|p| serde_json::to_vec(p).unwrap())
+            .collect();
+        let messages: Vec<_> = profiles
+            .iter()
+            .zip(&json)
+            .enumerate()
+            .map(|(i, (p, j))| {
+                (
+                    partition,
+                    first_offset + i as i64,
+                    Incoming {
+                        customer_id: &p.customer_id,
+                        json: Some(j.as_slice()),
+                    },
+                )
+            })
+            .collect();
+        view.apply(&messages).unwrap()
+    }
+
+    fn open() -> (tempfile::TempDir, View) {
+        let dir = tempfile::tempdir().unwrap();
+        let view = View::open(dir.path(), 16 << 20).unwrap();
+        (dir, view)
+    }
+
+    fn ids(page: &Page) -> Vec<&str> {
+        page.profiles
+            .iter()
+            .map(|p| p.customer_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn profiles_are_served_by_id_and_a_newer_version_replaces_the_older() {
+        let (_dir, view) = open();
+        let a1 = profile("a", 1, [1, 0, 0, 0], 0.1, 100, 50);
+        let a3 = profile("a", 3, [4, 3, 0, 0], 0.9, 700, 50);
+        let a2 = profile("a", 2, [2, 1, 0, 0], 0.5, 300, 50);
+        let applied = apply_all(&view, 0, 0, &[a1, a3.clone(), a2]);
+        assert_eq!(applied.written, 2);
+        assert_eq!(applied.stale, 1, "version 2 arrived after version 3");
+        assert_eq!(view.get("a").unwrap(), Some(a3));
+        assert_eq!(view.get("b").unwrap(), None);
+        let counts = view.stage_counts().unwrap();
+        assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), 1);
+        assert_eq!(counts[4], (Stage::CoreDefector, 1));
+        // The older version's index entries are gone: one entry per index.
+        let page = view
+            .list(&Filter::default(), Order::RiskScore, 10, None)
+            .unwrap();
+        assert_eq!(ids(&page), ["a"]);
+    }
+
+    #[test]
+    fn redelivered_offsets_change_nothing_and_offsets_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let view = View::open(dir.path(), 16 << 20).unwrap();
+            apply_all(&view, 2, 10, &[profile("a", 5, [1, 0, 0, 0], 0.1, 1, 1)]);
+            // The same offset again, now carrying something else: ignored.
+            let applied = apply_all(&view, 2, 10, &[profile("b", 9, [1, 0, 0, 0], 0.1, 1, 1)]);
+            assert_eq!(applied, Applied::default());
+            view.flush().unwrap();
+        }
+        let view = View::open(dir.path(), 16 << 20).unwrap();
+        assert_eq!(view.offsets().unwrap(), BTreeMap::from([(2, 11)]));
+        assert!(view.get("b").unwrap().is_none());
+        assert_eq!(view.len().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_tombstone_deletes_the_customer_and_its_index_entries() {
+        let (_dir, view) = open();
+        apply_all(&view, 0, 0, &[profile("a", 1, [5, 3, 3, 1], 0.9, 10, -5)]);
+        let applied = view
+            .apply(&[(
+                0,
+                1,
+                Incoming {
+                    customer_id: "a",
+                    json: None,
+                },
+            )])
+            .unwrap();
+        assert_eq!(applied.deleted, 1);
+        assert!(view.get("a").unwrap().is_none());
+        assert!(view.is_empty().unwrap());
+        for order in [Order::ValueAtRisk, Order::RiskScore, Order::Margin] {
+            let divest = Filter {
+                divest: Some(true),
+                ..Filter::default()
+            };
+            assert!(
+                view.list(&divest, order, 10, None)
+                    .unwrap()
+                    .profiles
+                    .is_empty()
+            );
+        }
+    }
+
+    #[test]
+    fn a_profile_that_does_not_decode_or_names_another_customer_is_skipped() {
+        let (_dir, view) = open();
+        let other = serde_json::to_vec(&profile("zz", 1, [0; 4], 0.0, 0, 0)).unwrap();
+        let applied = view
+            .apply(&[
+                (
+                    0,
+                    0,
+                    Incoming {
+                        customer_id: "a",
+                        json: Some(b"{not json"),
+                    },
+                ),
+                (
+                    0,
+                    1,
+                    Incoming {
+                        customer_id: "a",
+                        json: Some(&other),
+                    },
+                ),
+            ])
+            .unwrap();
+        assert_eq!(applied.invalid, 2);
+        assert!(view.is_empty().unwrap());
+        assert_eq!(
+            view.offsets().unwrap(),
+            BTreeMap::from([(0, 2)]),
+            "read past them"
+        );
+    }
+
+    #[test]
+    fn keyset_pages_neither_skip_nor_repeat_customers_that_did_not_move() {
+        let (_dir, view) = open();
+        let all: Vec<Profile> = (0..50)
+            .map(|i| profile(&format!("c{i:02}"), 1, [0; 4], 0.0, i * 10, 0))
+            .collect();
+        apply_all(&view, 0, 0, &all);
+        let first = view
+            .list(&Filter::default(), Order::ValueAtRisk, 20, None)
+            .unwrap();
+        assert_eq!(first.profiles[0].customer_id, "c49", "highest first");
+        // Meanwhile c45 (already served) drops to the bottom and c10 (not yet served) jumps
+        // to the top; everyone else keeps their place.
+        apply_all(
+            &view,
+            0,
+            50,
+            &[
+                profile("c45", 2, [0; 4], 0.0, -1, 0),
+                profile("c10", 2, [0; 4], 0.0, 10_000, 0),
+            ],
+        );
+        let mut seen: Vec<String> = ids(&first).iter().map(|s| s.to_string()).collect();
+        let mut after = first.next_after;
+        while let Some(key) = after {
+            let page = view
+                .list(&Filter::default(), Order::ValueAtRisk, 20, Some(&key))
+                .unwrap();
+            seen.extend(ids(&page).iter().map(|s| s.to_string()));
+            after = page.next_after;
+        }
+        for i in (0..50).filter(|i| *i != 10 && *i != 45) {
+            let id = format!("c{i:02}");
+            assert_eq!(seen.iter().filter(|s| **s == id).count(), 1, "{id}");
+        }
+        assert_eq!(
+            seen.iter().filter(|s| *s == "c45").count(),
+            2,
+            "moved back behind"
+        );
+        assert_eq!(
+            seen.iter().filter(|s| *s == "c10").count(),
+            0,
+            "moved ahead"
+        );
+    }
+
+    fn arb_profiles() -> impl Strategy<Value = Vec<Profile>> {
+        prop::collection::vec(
+            (
+                0u8..20,
+                any::<[u8; 4]>(),
+                0.0f64..1.0,
+                -50i64..50,
+                -50i64..50,
+            ),
+            1..80,
+        )
+        .prop_map(|rows| {
+            rows.into_iter()
+                .enumerate()
+                .map(|(i, (c, n, score, var, margin))| {
+                    profile(&format!("c{c}"), i as u64, n, score, var, margin)
+                })
+                .collect()
+        })
+    }
+
+    fn arb_filter() -> impl Strategy<Value = Filter> {
+        (
+            prop::option::of(0usize..6),
+            prop::option::of(0usize..4),
+            prop::option::of(0usize..4),
+            prop::option::of(any::<bool>()),
+        )
+            .prop_map(|(s, l, t, d)| Filter {
+                stage: s.map(|i| Stage::ALL[i]),
+                risk_level: l.map(|i| LEVELS[i]),
+                tier: t.map(|i| TIERS[i]),
+                divest: d,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn paged_lists_equal_filtering_and_sorting_the_latest_profiles(
+            profiles in arb_profiles(),
+            filter in arb_filter(),
+            order in prop_oneof![Just(Order::ValueAtRisk), Just(Order::RiskScore), Just(Order::Margin)],
+            page_size in 1usize..7,
+        ) {
+            let (_dir, view) = open();
+            apply_all(&view, 0, 0, &profiles);
+            let mut latest: BTreeMap<String, Profile> = BTreeMap::new();
+            for p in &profiles {
+                latest.insert(p.customer_id.clone(), p.clone());
+            }
+            let mut expected: Vec<&Profile> = latest
+                .values()
+                .filter(|p| filter.matches(&Header::of(p).facets))
+                .collect();
+            let sort_key = |p: &Profile| match order {
+                Order::ValueAtRisk => p.value_at_risk as f64,
+                Order::RiskScore => p.risk_score,
+                Order::Margin => p.margin_12m as f64,
+            };
+            expected.sort_by(|a, b| {
+                sort_key(b)
+                    .partial_cmp(&sort_key(a))
+                    .unwrap()
+                    .then_with(|| a.customer_id.cmp(&b.customer_id))
+            });
+            let mut got = Vec::new();
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let page = view.list(&filter, order, page_size, after.as_deref()).unwrap();
+                prop_assert!(page.profiles.len() <= page_size);
+                got.extend(page.profiles.iter().map(|p| p.customer_id.clone()));
+                match page.next_after {
+                    Some(k) => after = Some(k),
+                    None => break,
+                }
+            }
+            let expected: Vec<String> = expected.iter().map(|p| p.customer_id.clone()).collect();
+            prop_assert_eq!(got, expected);
+            let total: u64 = view.stage_counts().unwrap().iter().map(|(_, n)| n).sum();
+            prop_assert_eq!(total, latest.len() as u64);
+        }
+    }
+}
