@@ -230,7 +230,16 @@ fn eval_errors_name_what_to_fix() {
 fn the_demo_runs_the_pipeline_on_an_embedded_broker_and_exits_when_done() {
     let o = run(
         "churnwatch",
-        &["demo", "--customers", "400", "--months", "12", "--once"],
+        &[
+            "demo",
+            "--customers",
+            "400",
+            "--months",
+            "12",
+            "--once",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
@@ -245,11 +254,62 @@ fn the_demo_runs_the_pipeline_on_an_embedded_broker_and_exits_when_done() {
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
-    assert!(
-        stderr(&o).contains("embedded Kafka broker"),
-        "{}",
-        stderr(&o)
+    for needle in [
+        "embedded Kafka broker",
+        "gRPC API (churnwatch.v1.CustomerQuery) at 127.0.0.1:",
+    ] {
+        assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn while_the_demo_runs_its_api_lists_the_customers_at_risk_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = churnwatch_testkit::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut demo = churnwatch_testkit::Service::start(
+        &churnwatch_e2e::bin("churnwatch"),
+        &[
+            "demo",
+            "--customers",
+            "400",
+            "--months",
+            "12",
+            "--grpc-addr",
+            &addr,
+        ],
+        &[],
+        dir.path(),
     );
+    let ask = |args: &[&str]| {
+        let o = run(
+            "churnwatch",
+            &[&["query", "--addr", &addr][..], args].concat(),
+        );
+        (o.status.success(), stdout(&o))
+    };
+    // The feed takes a few seconds; the list fills as scoring publishes profiles.
+    let mut table = String::new();
+    let listed = churnwatch_testkit::wait_until(std::time::Duration::from_secs(120), || {
+        let (ok, out) = ask(&["at-risk", "--level", "high"]);
+        table = out;
+        ok && table.contains("customers at risk level high or above") && !table.starts_with("no ")
+    });
+    assert!(
+        listed,
+        "no at-risk list from the demo's API:\n{table}\n{}",
+        demo.log()
+    );
+    assert!(
+        table.contains("no order for"),
+        "reasons in sentences:\n{table}"
+    );
+    let (ok, health) = ask(&["health"]);
+    assert!(ok && health.trim() == "SERVING", "{health}");
+    let (status, _) = demo
+        .terminate(std::time::Duration::from_secs(10))
+        .expect("the demo stops on SIGTERM");
+    assert!(status.success(), "{}", demo.log());
 }
 
 #[test]
@@ -257,7 +317,7 @@ fn every_binary_has_a_complete_help() {
     for (bin, needles) in [
         (
             "churnwatch",
-            &["demo", "generate", "eval", "bench", "footprint"][..],
+            &["demo", "generate", "eval", "bench", "footprint", "query"][..],
         ),
         (
             "order-ingest",

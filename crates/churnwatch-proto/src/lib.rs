@@ -22,3 +22,6 @@ pub use convert::{
     profile_to_proto, risk_level_from_proto, risk_level_to_proto, stage_from_proto, stage_to_proto,
     tier_from_proto, tier_to_proto, timestamp,
 };
+
+/// The well-known protobuf types (timestamps) the messages use.
+pub use prost_types;

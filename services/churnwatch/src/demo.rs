@@ -41,6 +41,9 @@ pub struct DemoArgs {
     /// (otherwise the summary stays on screen until Ctrl-C).
     #[arg(long)]
     pub once: bool,
+    /// Address the query service's gRPC API listens on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub grpc_addr: String,
     #[command(flatten)]
     pub core: CoreArgs,
 }
@@ -54,6 +57,7 @@ impl Default for DemoArgs {
             top: 10,
             partitions: 4,
             once: false,
+            grpc_addr: "127.0.0.1:50051".into(),
             core: CoreArgs {
                 reporting_currency: churnwatch_core::money::CurrencyCode::default(),
                 fx_rates: churnwatch_synth::FX_RATES_TO_USD.to_owned(),
@@ -113,7 +117,20 @@ pub fn run(args: &DemoArgs, shutdown: &CancellationToken) -> Result<()> {
         "churnwatch demo: embedded Kafka broker at {}, {} synthetic customers over {} months",
         kafka.brokers, args.customers, args.months
     );
-    let pipeline = Pipeline::start(ingest, scoring, shutdown)?;
+    let mut pipeline = Pipeline::start(ingest, scoring, shutdown)?;
+    let view = tempfile::tempdir()?;
+    let api = pipeline.start_query(
+        query::QueryConfig {
+            kafka: kafka.clone(),
+            grpc_addr: args.grpc_addr.clone(),
+            view_dir: view.path().to_owned(),
+            ..query::QueryConfig::default()
+        },
+        shutdown,
+    )?;
+    eprintln!(
+        "gRPC API (churnwatch.v1.CustomerQuery) at {api}; try: churnwatch query --addr {api} at-risk --level high"
+    );
 
     let spinner = progress::spinner("simulating");
     let data = generate(&SynthConfig {
@@ -160,7 +177,9 @@ pub fn run(args: &DemoArgs, shutdown: &CancellationToken) -> Result<()> {
                     done_at
                 )
             );
-            println!("\n(Ctrl-C to stop)");
+            println!(
+                "\ngRPC API at {api}: churnwatch query --addr {api} at-risk --level high\n(Ctrl-C to stop)"
+            );
             last_draw = Instant::now();
         }
         std::thread::sleep(Duration::from_millis(100));

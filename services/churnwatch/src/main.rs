@@ -15,6 +15,7 @@ mod generate;
 mod offline;
 mod pipeline;
 mod progress;
+mod query_cli;
 mod run;
 
 use anyhow::Result;
@@ -58,6 +59,8 @@ enum Command {
     Footprint(footprint::FootprintArgs),
     /// Refits the BG/NBD, Gamma-Gamma and value-tier models of a scoring store now.
     Fit(fit::FitArgs),
+    /// Asks the query service's gRPC API: a customer, at-risk lists, stage counts, export.
+    Query(query_cli::QueryArgs),
 }
 
 fn main() -> Result<()> {
@@ -81,6 +84,7 @@ fn main() -> Result<()> {
             demo::run(&args, &shutdown)
         }
         Some(Command::Generate(args)) => generate::run(&args),
+        Some(Command::Query(args)) => query_cli::run(&args),
         Some(Command::Footprint(args)) => footprint::run(&args),
         Some(Command::Fit(args)) => {
             churnwatch_runtime::init_tracing(churnwatch_runtime::LogFormat::Pretty, "warn")

@@ -56,6 +56,8 @@ pub struct Pipeline {
     pub ingest: Arc<IngestStats>,
     /// Scoring counters and latest profiles.
     pub scoring: Arc<ScoringStats>,
+    /// The query view's counters, once query runs.
+    pub query: Option<Arc<query::ViewStats>>,
     threads: Vec<(&'static str, JoinHandle<Result<()>>)>,
 }
 
@@ -115,8 +117,47 @@ impl Pipeline {
         Ok(Self {
             ingest: ingest_stats,
             scoring: scoring_stats,
+            query: None,
             threads,
         })
+    }
+
+    /// Starts the query service on its own thread (with its own async runtime) and returns the
+    /// address its gRPC API listens on.
+    pub fn start_query(
+        &mut self,
+        config: query::QueryConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<std::net::SocketAddr> {
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid query options: {}", e.join("; ")))?;
+        let view = query::View::open(&config.view_dir, config.view_cache_mb << 20)?;
+        let listener = std::net::TcpListener::bind(&config.grpc_addr)
+            .with_context(|| format!("cannot listen on {} for the gRPC API", config.grpc_addr))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(query::ViewStats::default());
+        self.query = Some(stats.clone());
+        let shutdown = shutdown.clone();
+        self.threads.push((
+            "query",
+            std::thread::Builder::new()
+                .name("query".into())
+                .spawn(move || -> Result<()> {
+                    let runtime = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .thread_name("query-rt")
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(listener)?;
+                        query::run(config, listener, view, stats, shutdown).await?;
+                        Ok(())
+                    })
+                })?,
+        ));
+        Ok(addr)
     }
 
     /// Returns whether every service thread is still running.

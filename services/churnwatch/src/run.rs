@@ -71,6 +71,12 @@ pub struct RunArgs {
     /// Clock for evaluations: wall (live) or event (replay).
     #[arg(long, env = "CHURNWATCH_CLOCK", default_value = "wall", value_parser = ["wall", "event"])]
     pub clock: String,
+    /// Address the query service's gRPC API listens on.
+    #[arg(long, env = "CHURNWATCH_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: String,
+    /// Directory of the query service's sled view (rebuilt from customer-profiles when empty).
+    #[arg(long, env = "CHURNWATCH_VIEW_DIR", default_value = "churnwatch-view")]
+    pub view_dir: PathBuf,
     /// Exchange rates into USD, the reporting currency, e.g. "EUR=1.08,GBP=1.27".
     #[arg(long, env = "CHURNWATCH_FX_RATES", default_value = "")]
     pub fx_rates: String,
@@ -99,13 +105,23 @@ pub fn run(args: &RunArgs, shutdown: &CancellationToken) -> Result<()> {
         ClockKind::Wall
     };
     let scoring = ScoringConfig {
-        kafka,
+        kafka: kafka.clone(),
         state_dir: args.state_dir.clone(),
         state_cache_mb: args.state_cache_mb,
         clock,
         ..ScoringConfig::default()
     };
-    let pipeline = Pipeline::start(ingest, scoring, shutdown)?;
+    let mut pipeline = Pipeline::start(ingest, scoring, shutdown)?;
+    let api = pipeline.start_query(
+        query::QueryConfig {
+            kafka: kafka.clone(),
+            grpc_addr: args.grpc_addr.clone(),
+            view_dir: args.view_dir.clone(),
+            ..query::QueryConfig::default()
+        },
+        shutdown,
+    )?;
+    tracing::info!(addr = %api, "gRPC API listening");
     let mut last = Instant::now();
     while !shutdown.is_cancelled() && pipeline.running() {
         std::thread::sleep(Duration::from_millis(200));

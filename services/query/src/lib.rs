@@ -91,6 +91,48 @@ impl QueryConfig {
     }
 }
 
+/// Why the service stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Server(#[from] tonic::transport::Error),
+    /// The view could not be kept up to date.
+    #[error(transparent)]
+    Materialize(#[from] materialize::MaterializeError),
+    /// The materialiser thread panicked.
+    #[error("the view materialiser panicked")]
+    Panicked,
+}
+
+/// Runs the whole service until `shutdown`: the materialiser on a blocking thread keeping
+/// `view` in step with the profile topic, and the API on `listener`. A failing materialiser
+/// stops the service rather than leave it serving a view that no longer moves.
+///
+/// # Errors
+///
+/// When the server or the materialiser fails.
+pub async fn run(
+    config: QueryConfig,
+    listener: TcpListener,
+    view: View,
+    stats: std::sync::Arc<ViewStats>,
+    shutdown: CancellationToken,
+) -> Result<(), QueryError> {
+    let (caught_up_tx, caught_up) = watch::channel(false);
+    let materializer = {
+        let (config, view, shutdown) = (config.clone(), view.clone(), shutdown.clone());
+        tokio::task::spawn_blocking(move || {
+            let r = materialize::run(&config, &view, &stats, &caught_up_tx, &shutdown);
+            shutdown.cancel();
+            r
+        })
+    };
+    serve(config, listener, view, caught_up, shutdown).await?;
+    materializer.await.map_err(|_| QueryError::Panicked)??;
+    Ok(())
+}
+
 /// Serves the API on `listener` until `shutdown`: NOT_SERVING on `grpc.health.v1` until
 /// `caught_up` says the view has caught up, SERVING after, NOT_SERVING again as soon as
 /// shutdown begins; then requests in flight get up to `config.shutdown_grace` to finish.
@@ -99,7 +141,7 @@ impl QueryConfig {
 ///
 /// When the server fails (the listener broke).
 pub async fn serve(
-    config: &QueryConfig,
+    config: QueryConfig,
     listener: TcpListener,
     view: View,
     mut caught_up: watch::Receiver<bool>,

@@ -86,19 +86,14 @@ fn main() -> Result<()> {
         let listener = tokio::net::TcpListener::bind(&config.grpc_addr)
             .await
             .with_context(|| format!("cannot listen on {} (--grpc-addr)", config.grpc_addr))?;
-        let (caught_up_tx, caught_up) = tokio::sync::watch::channel(false);
-        let stats = Arc::new(ViewStats::default());
-        let materializer = {
-            let (config, view, shutdown) = (config.clone(), view.clone(), shutdown.clone());
-            tokio::task::spawn_blocking(move || {
-                let r = query::materialize::run(&config, &view, &stats, &caught_up_tx, &shutdown);
-                // A failed materialiser stops the whole service rather than serve a stale view.
-                shutdown.cancel();
-                r
-            })
-        };
-        query::serve(&config, listener, view, caught_up, shutdown).await?;
-        materializer.await.context("the materialiser panicked")??;
+        query::run(
+            config,
+            listener,
+            view,
+            Arc::new(ViewStats::default()),
+            shutdown,
+        )
+        .await?;
         Ok(())
     })
 }

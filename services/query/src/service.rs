@@ -58,6 +58,7 @@ fn list_query(r: &v1::ListCustomersRequest) -> Result<(Filter, Order), Status> {
     let filter = Filter {
         stage: stage_from_proto(enum_field("stage", r.stage)?),
         risk_level: risk_level_from_proto(enum_field("risk_level", r.risk_level)?),
+        min_risk_level: risk_level_from_proto(enum_field("min_risk_level", r.min_risk_level)?),
         tier: tier_from_proto(enum_field("value_tier", r.value_tier)?),
         divest: r.divest,
     };

@@ -97,6 +97,8 @@ pub struct Filter {
     pub stage: Option<Stage>,
     /// Risk level.
     pub risk_level: Option<RiskLevel>,
+    /// Lowest risk level.
+    pub min_risk_level: Option<RiskLevel>,
     /// Value tier.
     pub tier: Option<ValueTier>,
     /// Divest flag.
@@ -108,6 +110,7 @@ impl Filter {
     pub fn matches(&self, f: &Facets) -> bool {
         self.stage.is_none_or(|s| s == f.stage)
             && self.risk_level.is_none_or(|l| l == f.risk_level)
+            && self.min_risk_level.is_none_or(|l| f.risk_level >= l)
             && self.tier.is_none_or(|t| t == f.tier)
             && self.divest.is_none_or(|d| d == f.divest)
     }
@@ -896,11 +899,13 @@ mod tests {
             prop::option::of(0usize..6),
             prop::option::of(0usize..4),
             prop::option::of(0usize..4),
+            prop::option::of(0usize..4),
             prop::option::of(any::<bool>()),
         )
-            .prop_map(|(s, l, t, d)| Filter {
+            .prop_map(|(s, l, m, t, d)| Filter {
                 stage: s.map(|i| Stage::ALL[i]),
                 risk_level: l.map(|i| LEVELS[i]),
+                min_risk_level: m.map(|i| LEVELS[i]),
                 tier: t.map(|i| TIERS[i]),
                 divest: d,
             })

@@ -1,0 +1,476 @@
+//! `churnwatch query`: a command-line client of the query service's gRPC API. Tables for
+//! people by default, `--json` (one JSON document, or JSON lines for streams) for scripts.
+
+use anyhow::{Context, Result};
+use churnwatch_proto::v1;
+use churnwatch_proto::v1::customer_query_client::CustomerQueryClient;
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{Cell, CellAlignment, Table};
+use serde_json::json;
+use tonic::transport::Channel;
+
+/// Arguments of `churnwatch query`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// Address of the query service's gRPC API (host:port or http://host:port).
+    #[arg(long, env = "CHURNWATCH_QUERY_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// Print JSON (JSON lines for lists and exports) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Give up on a request after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    pub timeout_secs: u64,
+    #[command(subcommand)]
+    pub command: QueryCommand,
+}
+
+/// What to ask.
+#[derive(Debug, clap::Subcommand)]
+pub enum QueryCommand {
+    /// One customer's profile: stage, risk, reasons, value.
+    Customer {
+        /// The customer id.
+        id: String,
+    },
+    /// Customers at a risk level or above, highest value at risk first (risk score with
+    /// --by-score), each with the reasons in plain sentences.
+    AtRisk {
+        /// The lowest risk level shown: low, medium, high (high and critical) or critical.
+        #[arg(long, default_value = "high", value_parser = ["low", "medium", "high", "critical"])]
+        level: String,
+        /// Most customers to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Order by risk score instead of value at risk.
+        #[arg(long)]
+        by_score: bool,
+    },
+    /// Customers per lifecycle stage now.
+    Stages,
+    /// Asks grpc.health.v1 whether the API serves (the view has caught up); exits 0 when it
+    /// does and 1 when it does not, so it can serve as a readiness probe.
+    Health,
+    /// Every profile, for a CRM import.
+    Export {
+        /// Output format.
+        #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
+        format: String,
+    },
+}
+
+fn endpoint(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+async fn connect(args: &QueryArgs) -> Result<Channel> {
+    let url = endpoint(&args.addr);
+    let channel = Channel::from_shared(url.clone())
+        .with_context(|| format!("--addr {:?} is not an address", args.addr))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(args.timeout_secs))
+        .connect()
+        .await
+        .with_context(|| {
+            format!("cannot reach the query service at {url}; is it running (churnwatch demo, churnwatch run or query)?")
+        })?;
+    Ok(channel)
+}
+
+fn status_error(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", e.code().description(), e.message())
+}
+
+/// Runs `churnwatch query`.
+pub fn run(args: &QueryArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let channel = connect(args).await?;
+        let mut client = CustomerQueryClient::new(channel.clone());
+        match &args.command {
+            QueryCommand::Health => {
+                let status = tonic_health::pb::health_client::HealthClient::new(channel)
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: "churnwatch.v1.CustomerQuery".into(),
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner()
+                    .status();
+                let name = status.as_str_name();
+                if args.json {
+                    println!("{}", json!({ "status": name }));
+                } else {
+                    println!("{name}");
+                }
+                if status != tonic_health::pb::health_check_response::ServingStatus::Serving {
+                    std::process::exit(1);
+                }
+            }
+            QueryCommand::Customer { id } => {
+                let p = client
+                    .get_customer(v1::GetCustomerRequest {
+                        customer_id: id.clone(),
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner()
+                    .profile
+                    .context("the service answered without a profile")?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&profile_json(&p))?);
+                } else {
+                    print!("{}", customer_text(&p));
+                }
+            }
+            QueryCommand::AtRisk {
+                level,
+                limit,
+                by_score,
+            } => {
+                let level = match level.as_str() {
+                    "low" => v1::RiskLevel::Low,
+                    "medium" => v1::RiskLevel::Medium,
+                    "critical" => v1::RiskLevel::Critical,
+                    _ => v1::RiskLevel::High,
+                };
+                let order = if *by_score {
+                    v1::CustomerOrder::RiskScore
+                } else {
+                    v1::CustomerOrder::ValueAtRisk
+                };
+                let customers = list(&mut client, level, order, *limit).await?;
+                if args.json {
+                    for p in &customers {
+                        println!("{}", profile_json(p));
+                    }
+                } else {
+                    print!("{}", at_risk_table(&customers, level));
+                }
+            }
+            QueryCommand::Stages => {
+                let s = client
+                    .get_stage_summary(v1::GetStageSummaryRequest {})
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                if args.json {
+                    let stages: serde_json::Map<String, serde_json::Value> = s
+                        .stages
+                        .iter()
+                        .map(|c| (stage_name(c.stage()).to_owned(), json!(c.customers)))
+                        .collect();
+                    println!(
+                        "{}",
+                        json!({"total_customers": s.total_customers, "stages": stages})
+                    );
+                } else {
+                    let mut t = Table::new();
+                    t.load_preset(UTF8_FULL_CONDENSED);
+                    t.set_header(["stage", "customers", "share"]);
+                    for c in &s.stages {
+                        t.add_row([
+                            Cell::new(stage_name(c.stage())),
+                            Cell::new(c.customers).set_alignment(CellAlignment::Right),
+                            Cell::new(format!(
+                                "{:.1}%",
+                                100.0 * c.customers as f64 / s.total_customers.max(1) as f64
+                            ))
+                            .set_alignment(CellAlignment::Right),
+                        ]);
+                    }
+                    println!("{t}\n{} customers", s.total_customers);
+                }
+            }
+            QueryCommand::Export { format } => {
+                export(&mut client, format == "csv" && !args.json).await?;
+            }
+        }
+        Ok(())
+    })
+}
+
+async fn list(
+    client: &mut CustomerQueryClient<Channel>,
+    level: v1::RiskLevel,
+    order: v1::CustomerOrder,
+    limit: u32,
+) -> Result<Vec<v1::CustomerProfile>> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    while out.len() < limit as usize {
+        let page = client
+            .list_customers(v1::ListCustomersRequest {
+                min_risk_level: level as i32,
+                order_by: order as i32,
+                page_size: (limit as usize - out.len()).min(1000) as u32,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        out.extend(page.customers);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    Ok(out)
+}
+
+const CSV_HEADER: [&str; 15] = [
+    "customer_id",
+    "stage",
+    "risk_level",
+    "risk_score",
+    "value_at_risk",
+    "clv_12m",
+    "margin_12m",
+    "value_tier",
+    "divest",
+    "orders",
+    "last_order_at",
+    "p_alive",
+    "acquisition_source",
+    "first_channel",
+    "reasons",
+];
+
+async fn export(client: &mut CustomerQueryClient<Channel>, csv_out: bool) -> Result<()> {
+    use std::io::Write;
+    let mut stream = client
+        .export_customers(v1::ExportCustomersRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let stdout = std::io::stdout();
+    let mut csv = csv::Writer::from_writer(stdout.lock());
+    if csv_out {
+        csv.write_record(CSV_HEADER)?;
+    }
+    let mut lines = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut n = 0u64;
+    while let Some(chunk) = stream.message().await.map_err(status_error)? {
+        for p in &chunk.profiles {
+            n += 1;
+            if csv_out {
+                csv.write_record([
+                    p.customer_id.clone(),
+                    stage_name(p.stage()).to_owned(),
+                    level_name(p.risk_level()).to_owned(),
+                    format!("{:.3}", p.risk_score),
+                    money(p.value_at_risk_minor),
+                    money(p.clv_12m_minor),
+                    money(p.margin_12m_minor),
+                    tier_name(p.value_tier()).to_owned(),
+                    p.divest.to_string(),
+                    p.orders.to_string(),
+                    p.last_order_at.as_ref().map(time_text).unwrap_or_default(),
+                    p.p_alive.map(|x| format!("{x:.3}")).unwrap_or_default(),
+                    p.acquisition_source.clone(),
+                    p.first_channel.clone(),
+                    p.reasons
+                        .iter()
+                        .map(|r| r.code.as_str())
+                        .collect::<Vec<_>>()
+                        .join(";"),
+                ])?;
+            } else {
+                writeln!(lines, "{}", profile_json(p))?;
+            }
+        }
+    }
+    csv.flush()?;
+    lines.flush()?;
+    eprintln!("exported {n} customers");
+    Ok(())
+}
+
+/// Returns minor units as a decimal amount, e.g. 123456 → "1234.56".
+fn money(minor: i64) -> String {
+    let sign = if minor < 0 { "-" } else { "" };
+    let m = minor.unsigned_abs();
+    format!("{sign}{}.{:02}", m / 100, m % 100)
+}
+
+fn time_text(t: &churnwatch_proto::prost_types::Timestamp) -> String {
+    churnwatch_core::Timestamp(t.seconds).to_string()
+}
+
+fn stage_name(s: v1::Stage) -> &'static str {
+    churnwatch_proto::stage_from_proto(s).map_or("unspecified", |s| s.as_str())
+}
+
+fn level_name(l: v1::RiskLevel) -> &'static str {
+    match l {
+        v1::RiskLevel::Unspecified => "unspecified",
+        v1::RiskLevel::Low => "low",
+        v1::RiskLevel::Medium => "medium",
+        v1::RiskLevel::High => "high",
+        v1::RiskLevel::Critical => "critical",
+    }
+}
+
+fn tier_name(t: v1::ValueTier) -> &'static str {
+    match t {
+        v1::ValueTier::Unspecified => "unspecified",
+        v1::ValueTier::A => "A",
+        v1::ValueTier::B => "B",
+        v1::ValueTier::C => "C",
+        v1::ValueTier::D => "D",
+    }
+}
+
+/// Returns a profile as JSON with enums by name and money in minor units.
+fn profile_json(p: &v1::CustomerProfile) -> serde_json::Value {
+    let t = |t: &Option<churnwatch_proto::prost_types::Timestamp>| t.as_ref().map(time_text);
+    json!({
+        "customer_id": p.customer_id,
+        "assessed_at": t(&p.assessed_at),
+        "version": p.version,
+        "stage": stage_name(p.stage()),
+        "stage_since": t(&p.stage_since),
+        "risk_level": level_name(p.risk_level()),
+        "risk_score": p.risk_score,
+        "reasons": p.reasons.iter().map(|r| json!({"code": r.code, "detail": r.detail, "contribution": r.contribution})).collect::<Vec<_>>(),
+        "p_alive": p.p_alive,
+        "expected_purchases": p.expected_purchases,
+        "clv_12m_minor": p.clv_12m_minor,
+        "value_at_risk_minor": p.value_at_risk_minor,
+        "margin_12m_minor": p.margin_12m_minor,
+        "revenue_12m_minor": p.revenue_12m_minor,
+        "orders_12m": p.orders_12m,
+        "contacts_12m": p.contacts_12m,
+        "value_tier": tier_name(p.value_tier()),
+        "divest": p.divest,
+        "orders": p.orders,
+        "revenue_minor": p.revenue_minor,
+        "first_seen": t(&p.first_seen),
+        "first_order_at": t(&p.first_order_at),
+        "last_order_at": t(&p.last_order_at),
+        "typical_interval_days": p.typical_interval_days,
+        "acquisition_source": p.acquisition_source,
+        "first_channel": p.first_channel,
+        "first_categories": p.first_categories,
+        "last_retention": p.last_retention.as_ref().map(|r| json!({
+            "at": t(&r.at),
+            "action": r.action,
+            "campaign": r.campaign,
+            "level_at_action": level_name(r.level_at_action()),
+        })),
+    })
+}
+
+fn customer_text(p: &v1::CustomerProfile) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    let ts = |t: &Option<churnwatch_proto::prost_types::Timestamp>| {
+        t.as_ref().map(time_text).unwrap_or_else(|| "-".into())
+    };
+    let rows: Vec<(&str, String)> = vec![
+        ("customer", p.customer_id.clone()),
+        (
+            "stage",
+            format!("{} since {}", stage_name(p.stage()), ts(&p.stage_since)),
+        ),
+        (
+            "risk",
+            format!("{} ({:.2})", level_name(p.risk_level()), p.risk_score),
+        ),
+        (
+            "P(alive)",
+            p.p_alive.map_or("-".into(), |x| format!("{x:.2}")),
+        ),
+        ("value at risk", money(p.value_at_risk_minor)),
+        ("12-month CLV", money(p.clv_12m_minor)),
+        ("12-month margin", money(p.margin_12m_minor)),
+        (
+            "value tier",
+            format!(
+                "{}{}",
+                tier_name(p.value_tier()),
+                if p.divest { " (divest candidate)" } else { "" }
+            ),
+        ),
+        (
+            "orders",
+            format!("{} ({} in 12 months)", p.orders, p.orders_12m),
+        ),
+        ("last order", ts(&p.last_order_at)),
+        ("assessed at", ts(&p.assessed_at)),
+    ];
+    for (k, v) in rows {
+        t.add_row([Cell::new(k), Cell::new(v)]);
+    }
+    let mut out = format!("{t}\n");
+    if p.reasons.is_empty() {
+        out.push_str("no risk reasons\n");
+    } else {
+        out.push_str("why:\n");
+        for r in &p.reasons {
+            out.push_str(&format!("  - {} ({})\n", r.detail, r.code));
+        }
+    }
+    out
+}
+
+fn at_risk_table(customers: &[v1::CustomerProfile], level: v1::RiskLevel) -> String {
+    if customers.is_empty() {
+        return format!(
+            "no customers at risk level {} or above\n",
+            level_name(level)
+        );
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["customer", "stage", "risk", "value at risk", "why"]);
+    for p in customers {
+        t.add_row([
+            Cell::new(&p.customer_id),
+            Cell::new(stage_name(p.stage())),
+            Cell::new(format!(
+                "{} {:.2}",
+                level_name(p.risk_level()),
+                p.risk_score
+            )),
+            Cell::new(money(p.value_at_risk_minor)).set_alignment(CellAlignment::Right),
+            Cell::new(
+                p.reasons
+                    .iter()
+                    .map(|r| r.detail.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        ]);
+    }
+    format!(
+        "{t}\n{} customers at risk level {} or above\n",
+        customers.len(),
+        level_name(level)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_prints_minor_units_as_a_decimal_amount() {
+        assert_eq!(money(123_456), "1234.56");
+        assert_eq!(money(-5), "-0.05");
+        assert_eq!(money(0), "0.00");
+    }
+
+    #[test]
+    fn an_address_without_a_scheme_gets_http() {
+        assert_eq!(endpoint("127.0.0.1:50051"), "http://127.0.0.1:50051");
+        assert_eq!(endpoint("https://q.example:443"), "https://q.example:443");
+    }
+}

@@ -1,0 +1,397 @@
+//! The query API over real gRPC on loopback: a view filled in-process, the server started on
+//! port 0, and the generated client, health and reflection clients against it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use churnwatch_core::output::Profile;
+use churnwatch_core::profit::ValueTier;
+use churnwatch_core::{RiskLevel, Stage, Timestamp};
+use churnwatch_proto::v1;
+use churnwatch_proto::v1::customer_query_client::CustomerQueryClient;
+use churnwatch_runtime::CancellationToken;
+use query::view::Incoming;
+use query::{QueryConfig, View};
+use tokio::sync::watch;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+fn profile(id: &str, stage: Stage, level: RiskLevel, value_at_risk: i64) -> Profile {
+    let mut p: Profile = serde_json::from_value(serde_json::json!({
+        "customer_id": id,
+        "assessed_at": "2025-01-01T00:00:00Z",
+        "version": 1,
+        "stage": "prospect",
+        "stage_since": null,
+        "risk_level": "low",
+        "risk_score": 0.0,
+        "reasons": [{"code": "overdue", "detail": "no order for 95 days; usually every 30 days", "contribution": 0.4}],
+        "p_alive": 0.5,
+        "expected_purchases": 1.0,
+        "clv_12m": 1000,
+        "value_at_risk": 0,
+        "margin_12m": 500,
+        "revenue_12m": 2000,
+        "orders_12m": 3,
+        "contacts_12m": 0,
+        "value_tier": "B",
+        "divest": false,
+        "orders": 3,
+        "revenue": 2000,
+        "first_seen": "2024-01-01T00:00:00Z",
+        "first_order_at": "2024-01-01T00:00:00Z",
+        "last_order_at": "2024-10-01T00:00:00Z",
+        "typical_interval_days": 30.0,
+        "acquisition_source": "ads",
+        "first_channel": "web",
+        "first_categories": ["shoes"],
+        "last_retention": null
+    }))
+    .unwrap();
+    p.stage = stage;
+    p.risk_level = level;
+    p.risk_score = match level {
+        RiskLevel::Low => 0.1,
+        RiskLevel::Medium => 0.4,
+        RiskLevel::High => 0.7,
+        RiskLevel::Critical => 0.9,
+    };
+    p.value_at_risk = value_at_risk;
+    p.value_tier = ValueTier::B;
+    p.assessed_at = Timestamp(1_735_689_600);
+    p
+}
+
+fn fill(view: &View, profiles: &[Profile]) {
+    let json: Vec<Vec<u8>> = profiles
+        .iter()
+        .map(|p| serde_json::to_vec(p).unwrap())
+        .collect();
+    let messages: Vec<_> = profiles
+        .iter()
+        .zip(&json)
+        .enumerate()
+        .map(|(i, (p, j))| {
+            (
+                0,
+                i as i64,
+                Incoming {
+                    customer_id: &p.customer_id,
+                    json: Some(j.as_slice()),
+                },
+            )
+        })
+        .collect();
+    view.apply(&messages).unwrap();
+}
+
+struct Server {
+    addr: SocketAddr,
+    caught_up: watch::Sender<bool>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(profiles: &[Profile]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let view = View::open(dir.path(), 16 << 20).unwrap();
+    fill(&view, profiles);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (caught_up, rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
+    let config = QueryConfig {
+        shutdown_grace: Duration::from_secs(2),
+        ..QueryConfig::default()
+    };
+    let task = tokio::spawn(query::serve(config, listener, view, rx, shutdown.clone()));
+    Server {
+        addr,
+        caught_up,
+        shutdown,
+        task,
+        _dir: dir,
+    }
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn health(ch: &Channel, service: &str) -> ServingStatus {
+    let r = HealthClient::new(ch.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap();
+    r.into_inner().status()
+}
+
+async fn wait_for_health(ch: &Channel, service: &str, want: ServingStatus) {
+    for _ in 0..100 {
+        if health(ch, service).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{service:?} never became {want:?}");
+}
+
+fn sample() -> Vec<Profile> {
+    let mut out = Vec::new();
+    for i in 0..30 {
+        let level = [
+            RiskLevel::Low,
+            RiskLevel::Medium,
+            RiskLevel::High,
+            RiskLevel::Critical,
+        ][i % 4];
+        let stage = Stage::ALL[i % 6];
+        out.push(profile(&format!("c{i:02}"), stage, level, (i as i64) * 100));
+    }
+    out
+}
+
+#[tokio::test]
+async fn health_says_not_serving_until_the_view_has_caught_up_and_again_on_shutdown() {
+    let s = start(&sample()).await;
+    let ch = channel(s.addr).await;
+    let name = "churnwatch.v1.CustomerQuery";
+    assert_eq!(health(&ch, name).await, ServingStatus::NotServing);
+    assert_eq!(health(&ch, "").await, ServingStatus::NotServing);
+    s.caught_up.send_replace(true);
+    wait_for_health(&ch, name, ServingStatus::Serving).await;
+    assert_eq!(health(&ch, "").await, ServingStatus::Serving);
+    s.shutdown.cancel();
+    // NOT_SERVING is reported before the listener closes.
+    let mut saw_not_serving = false;
+    for _ in 0..50 {
+        match HealthClient::new(ch.clone())
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: name.into(),
+            })
+            .await
+        {
+            Ok(r) if r.get_ref().status() == ServingStatus::NotServing => {
+                saw_not_serving = true;
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(_) => break,
+        }
+    }
+    assert!(saw_not_serving, "shutdown reported NOT_SERVING first");
+    tokio::time::timeout(Duration::from_secs(5), s.task)
+        .await
+        .expect("the server stops within its grace")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_customer_is_found_by_id_with_its_reasons_and_an_unknown_one_is_not_found() {
+    let s = start(&sample()).await;
+    let mut client = CustomerQueryClient::new(channel(s.addr).await);
+    let p = client
+        .get_customer(v1::GetCustomerRequest {
+            customer_id: "c03".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .profile
+        .unwrap();
+    assert_eq!(p.customer_id, "c03");
+    assert_eq!(p.risk_level(), v1::RiskLevel::Critical);
+    assert_eq!(p.stage(), v1::Stage::Core);
+    assert_eq!(p.value_at_risk_minor, 300);
+    assert_eq!(p.reasons[0].code, "overdue");
+    assert!(p.reasons[0].detail.contains("95 days"));
+    assert_eq!(p.assessed_at.unwrap().seconds, 1_735_689_600);
+    let err = client
+        .get_customer(v1::GetCustomerRequest {
+            customer_id: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("nobody"));
+    let err = client
+        .get_customer(v1::GetCustomerRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("customer_id:"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn a_batch_reports_unknown_ids_instead_of_failing_and_limits_are_named() {
+    let s = start(&sample()).await;
+    let mut client = CustomerQueryClient::new(channel(s.addr).await);
+    let r = client
+        .batch_get_customers(v1::BatchGetCustomersRequest {
+            customer_ids: vec!["c01".into(), "ghost".into(), "c02".into(), "c01".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<_> = r.profiles.iter().map(|p| p.customer_id.as_str()).collect();
+    assert_eq!(ids, ["c01", "c02"]);
+    assert_eq!(r.not_found, ["ghost"]);
+    for bad in [vec![], vec![String::new(); 1], vec!["x".to_owned(); 1001]] {
+        let err = client
+            .batch_get_customers(v1::BatchGetCustomersRequest { customer_ids: bad })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().starts_with("customer_ids"),
+            "{}",
+            err.message()
+        );
+    }
+}
+
+#[tokio::test]
+async fn at_risk_customers_are_listed_by_value_at_risk_across_pages() {
+    let s = start(&sample()).await;
+    let mut client = CustomerQueryClient::new(channel(s.addr).await);
+    let mut got = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = client
+            .list_customers(v1::ListCustomersRequest {
+                risk_level: v1::RiskLevel::High as i32,
+                page_size: 3,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.customers.len() <= 3);
+        got.extend(r.customers.into_iter().map(|p| p.customer_id));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    // High: i % 4 == 2 → c02, c06, ..., c26, highest value at risk first.
+    let want: Vec<String> = (0..30)
+        .rev()
+        .filter(|i| i % 4 == 2)
+        .map(|i| format!("c{i:02}"))
+        .collect();
+    assert_eq!(got, want);
+
+    // A token is bound to its query.
+    let first = client
+        .list_customers(v1::ListCustomersRequest {
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let err = client
+        .list_customers(v1::ListCustomersRequest {
+            page_size: 2,
+            order_by: v1::CustomerOrder::Margin as i32,
+            page_token: first.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("page_token:"),
+        "{}",
+        err.message()
+    );
+    let err = client
+        .list_customers(v1::ListCustomersRequest {
+            page_size: 1001,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().starts_with("page_size:"), "{}", err.message());
+    let err = client
+        .list_customers(v1::ListCustomersRequest {
+            stage: 42,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("stage:"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn stage_counts_and_the_export_cover_every_customer() {
+    let s = start(&sample()).await;
+    let mut client = CustomerQueryClient::new(channel(s.addr).await);
+    let summary = client
+        .get_stage_summary(v1::GetStageSummaryRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.total_customers, 30);
+    assert_eq!(summary.stages.len(), 6);
+    assert_eq!(summary.stages[0].stage(), v1::Stage::Prospect);
+    assert_eq!(summary.stages[0].customers, 5);
+    let mut stream = client
+        .export_customers(v1::ExportCustomersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        ids.extend(chunk.profiles.into_iter().map(|p| p.customer_id));
+    }
+    let want: Vec<String> = (0..30).map(|i| format!("c{i:02}")).collect();
+    assert_eq!(ids, want);
+}
+
+#[tokio::test]
+async fn reflection_lists_the_api_health_and_reflection() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let s = start(&[]).await;
+    let mut client = ServerReflectionClient::new(channel(s.addr).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("not a service list: {response:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for want in [
+        "churnwatch.v1.CustomerQuery",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+}
