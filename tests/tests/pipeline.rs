@@ -579,6 +579,29 @@ fn the_query_service_serves_what_scoring_computed_once_caught_up_and_rebuilds_an
     );
     let (ok, _) = ask(&addr, &["customer", "no-such-customer"]);
     assert!(!ok, "an unknown customer is an error");
+    // The reports: every customer who ordered is in a tier; nobody is lost twice.
+    let (ok, report) = ask(&addr, &["--json", "profitability"]);
+    assert!(ok, "{report}");
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let in_tiers: u64 = report["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["customers"].as_u64().unwrap())
+        .sum();
+    let ordered = want.values().filter(|s| s.totals.orders > 0).count() as u64;
+    assert_eq!(in_tiers, ordered);
+    let (ok, report) = ask(&addr, &["--json", "retention", "--months", "24"]);
+    assert!(ok, "{report}");
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let lost_now = want
+        .values()
+        .filter(|s| s.stage == churnwatch_core::Stage::Lost)
+        .count() as u64;
+    let lost = report["customers_lost"].as_u64().unwrap();
+    assert!(lost >= lost_now && lost > 0, "{report} against {lost_now} lost now");
+    let (ok, report) = ask(&addr, &["campaigns"]);
+    assert!(ok && report.contains("(at risk, not targeted)"), "{report}");
 
     // A restart resumes from the view's own offsets; an empty directory is rebuilt.
     terminate_cleanly(&mut query);

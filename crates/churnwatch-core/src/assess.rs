@@ -11,7 +11,9 @@ use crate::profit::{self, TierCuts, ValueTier};
 use crate::risk::RiskLevel;
 use crate::signals::{self, Moment, Signal};
 use crate::stage::{self, Stage, StageFacts, Transition, TransitionReason};
-use crate::state::CustomerState;
+use crate::state::{
+    CustomerState, MAX_STAGE_HISTORY, RiskEpisode, STAGE_HISTORY_SECS, StageChange,
+};
 use crate::time::{DAY, Timestamp, WEEK};
 
 /// Parameters fitted over the whole population.
@@ -294,6 +296,40 @@ pub fn record(state: &mut CustomerState, a: &Assessment) -> Changes {
         risk: (a.risk_level != state.risk_level).then_some((state.risk_level, a.risk_level)),
         stage: a.transition,
     };
+    if let Some(t) = a.transition {
+        let h = &mut state.stage_history;
+        h.push(StageChange {
+            at: a.at,
+            from: t.from,
+            to: t.to,
+            value_at_risk: a.value_at_risk,
+        });
+        h.retain(|c| c.at >= a.at.plus(-STAGE_HISTORY_SECS));
+        if h.len() > MAX_STAGE_HISTORY {
+            h.drain(..h.len() - MAX_STAGE_HISTORY);
+        }
+    }
+    let at_risk = a.risk_level >= RiskLevel::High;
+    if at_risk && state.risk_level < RiskLevel::High {
+        state.risk_episode = Some(RiskEpisode {
+            since: a.at,
+            ordered_again_at: None,
+            left_risk_at: None,
+        });
+    }
+    if !at_risk {
+        if let Some(e) = &mut state.risk_episode
+            && e.left_risk_at.is_none()
+            && a.at >= e.since
+        {
+            e.left_risk_at = Some(a.at);
+        }
+        for m in &mut state.retention {
+            if m.level_at_action >= RiskLevel::High && m.left_risk_at.is_none() && a.at >= m.at {
+                m.left_risk_at = Some(a.at);
+            }
+        }
+    }
     state.stage = a.stage;
     state.stage_since = a.stage_since;
     state.risk_level = a.risk_level;

@@ -13,6 +13,7 @@ pub mod output;
 pub mod population;
 pub mod profit;
 pub mod replay;
+pub mod report;
 pub mod risk;
 pub mod signals;
 pub mod stage;

@@ -143,9 +143,18 @@ pub struct Profile {
     pub first_categories: Vec<String>,
     /// The latest retention action's campaign, action, time and the risk level then.
     pub last_retention: Option<RetentionSummary>,
+    /// The latest retention actions (at most 8), oldest first, each with its outcome.
+    #[serde(default)]
+    pub retention_actions: Vec<RetentionSummary>,
+    /// The latest spell at high or critical risk and what followed it.
+    #[serde(default)]
+    pub risk_episode: Option<RiskSpell>,
+    /// Stage changes over the last 25 months, oldest first.
+    #[serde(default)]
+    pub stage_history: Vec<StageMove>,
 }
 
-/// The latest retention action, as published in a profile.
+/// A retention action, as published in a profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetentionSummary {
     /// When.
@@ -157,6 +166,40 @@ pub struct RetentionSummary {
     pub campaign: Option<String>,
     /// The risk level at the time.
     pub level_at_action: RiskLevel,
+    /// The first order after it.
+    #[serde(default, with = "crate::time::rfc3339::option")]
+    pub ordered_again_at: Option<Timestamp>,
+    /// When a customer at high or critical risk at the action was first assessed below high.
+    #[serde(default, with = "crate::time::rfc3339::option")]
+    pub left_risk_at: Option<Timestamp>,
+}
+
+/// A spell at high or critical risk, as published in a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RiskSpell {
+    /// When it began.
+    #[serde(with = "crate::time::rfc3339")]
+    pub since: Timestamp,
+    /// The first order after that.
+    #[serde(with = "crate::time::rfc3339::option")]
+    pub ordered_again_at: Option<Timestamp>,
+    /// When the customer was first assessed below high again.
+    #[serde(with = "crate::time::rfc3339::option")]
+    pub left_risk_at: Option<Timestamp>,
+}
+
+/// A stage change, as published in a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StageMove {
+    /// When.
+    #[serde(with = "crate::time::rfc3339")]
+    pub at: Timestamp,
+    /// The stage left.
+    pub from: Stage,
+    /// The stage entered.
+    pub to: Stage,
+    /// The value at risk at that moment, minor units.
+    pub value_at_risk: i64,
 }
 
 /// What one assessment publishes.
@@ -229,12 +272,34 @@ pub fn profile(state: &CustomerState, a: &Assessment) -> Profile {
             .as_ref()
             .map(|f| f.categories.clone())
             .unwrap_or_default(),
-        last_retention: state.last_retention.as_ref().map(|r| RetentionSummary {
-            at: r.at,
-            action: r.action.clone(),
-            campaign: r.campaign.clone(),
-            level_at_action: r.level_at_action,
+        last_retention: state.last_retention().map(retention_summary),
+        retention_actions: state.retention.iter().map(retention_summary).collect(),
+        risk_episode: state.risk_episode.map(|e| RiskSpell {
+            since: e.since,
+            ordered_again_at: e.ordered_again_at,
+            left_risk_at: e.left_risk_at,
         }),
+        stage_history: state
+            .stage_history
+            .iter()
+            .map(|c| StageMove {
+                at: c.at,
+                from: c.from,
+                to: c.to,
+                value_at_risk: c.value_at_risk,
+            })
+            .collect(),
+    }
+}
+
+fn retention_summary(r: &crate::state::RetentionMark) -> RetentionSummary {
+    RetentionSummary {
+        at: r.at,
+        action: r.action.clone(),
+        campaign: r.campaign.clone(),
+        level_at_action: r.level_at_action,
+        ordered_again_at: r.ordered_again_at,
+        left_risk_at: r.left_risk_at,
     }
 }
 

@@ -14,7 +14,7 @@ use crate::stage::Stage;
 use crate::time::{DAY, MonthIndex, Timestamp};
 
 /// Version of the state layout; bumped on every incompatible change.
-pub const SCHEMA_VERSION: u16 = 1;
+pub const SCHEMA_VERSION: u16 = 2;
 /// Calendar months kept in the rolling windows.
 pub const WINDOW_MONTHS: i32 = 24;
 /// Distinct named categories tracked per customer; further ones are counted as [`OTHER_CATEGORY`].
@@ -34,6 +34,12 @@ pub const MAX_SEEN_EVENTS: usize = 32;
 pub const DEDUP_HORIZON_SECS: i64 = 14 * DAY;
 /// Categories remembered from the first order.
 pub const MAX_FIRST_CATEGORIES: usize = 5;
+/// Retention actions remembered per customer (the newest), each with its outcome.
+pub const MAX_RETENTION_MARKS: usize = 8;
+/// Stage changes remembered per customer (the newest), enough for reports over 24 months.
+pub const MAX_STAGE_HISTORY: usize = 32;
+/// How far back stage changes are remembered, in seconds (25 months of 31 days).
+pub const STAGE_HISTORY_SECS: i64 = 25 * 31 * DAY;
 
 /// What `apply` did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +186,7 @@ pub struct FirstOrder {
     key: u64,
 }
 
-/// The latest retention action aimed at the customer.
+/// A retention action aimed at the customer, and what followed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionMark {
     /// When it happened.
@@ -191,7 +197,39 @@ pub struct RetentionMark {
     pub campaign: Option<String>,
     /// The customer's risk level when the action was recorded.
     pub level_at_action: RiskLevel,
+    /// The first order after the action. Exact when the action arrives before the orders after
+    /// it or with at most [`RECENT_ORDERS`] of them behind it; an action arriving later still
+    /// can only see the orders remembered.
+    pub ordered_again_at: Option<Timestamp>,
+    /// When an assessment after the action first put a customer who was at high or critical
+    /// risk at the action below high.
+    pub left_risk_at: Option<Timestamp>,
     key: u64,
+}
+
+/// The customer's latest spell at high or critical risk, and what followed it: the yardstick
+/// for customers no retention action reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskEpisode {
+    /// When an assessment first put the customer at high or critical risk.
+    pub since: Timestamp,
+    /// The first order after that.
+    pub ordered_again_at: Option<Timestamp>,
+    /// When an assessment first put the customer below high again.
+    pub left_risk_at: Option<Timestamp>,
+}
+
+/// A move between lifecycle stages, kept for the stage and retention reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageChange {
+    /// When the assessment that made it was taken.
+    pub at: Timestamp,
+    /// The stage left.
+    pub from: Stage,
+    /// The stage entered.
+    pub to: Stage,
+    /// The customer's value at risk at that moment (what a move to lost cost), minor units.
+    pub value_at_risk: i64,
 }
 
 /// Everything the core remembers about one customer.
@@ -226,7 +264,11 @@ pub struct CustomerState {
     /// Purchase-interval statistics over `recent_orders`.
     pub intervals: IntervalStats,
     /// The latest retention action.
-    pub last_retention: Option<RetentionMark>,
+    pub retention: Vec<RetentionMark>,
+    /// The latest spell at high or critical risk.
+    pub risk_episode: Option<RiskEpisode>,
+    /// Stage changes, oldest first, at most [`MAX_STAGE_HISTORY`] within [`STAGE_HISTORY_SECS`].
+    pub stage_history: Vec<StageChange>,
     /// Recently seen events as (time, id hash), sorted, at most [`MAX_SEEN_EVENTS`].
     pub seen: Vec<(Timestamp, u64)>,
     /// Lifecycle stage as of the last evaluation recorded.
@@ -261,7 +303,9 @@ impl CustomerState {
             months: Vec::new(),
             recent_orders: Vec::new(),
             intervals: IntervalStats::default(),
-            last_retention: None,
+            retention: Vec::new(),
+            risk_episode: None,
+            stage_history: Vec::new(),
             seen: Vec::new(),
             stage: Stage::Prospect,
             stage_since: None,
@@ -298,6 +342,11 @@ impl CustomerState {
             .binary_search_by(|c| c.as_str().cmp(name))
             .ok()
             .map(|i| i as u8)
+    }
+
+    /// Returns the latest retention action.
+    pub fn last_retention(&self) -> Option<&RetentionMark> {
+        self.retention.last()
     }
 
     /// Returns whether an event id is among the recently seen ones.
@@ -359,18 +408,26 @@ pub fn apply(state: &mut CustomerState, event: &Event) -> Applied {
         }
         EventKind::RetentionAction(action) => {
             state.totals.retention_actions = state.totals.retention_actions.saturating_add(1);
-            if state
-                .last_retention
-                .as_ref()
-                .is_none_or(|r| (at, key) > (r.at, r.key))
-            {
-                state.last_retention = Some(RetentionMark {
+            // An action that arrives late still learns of the orders after it that are
+            // remembered.
+            let ordered_again_at = state.recent_orders.iter().copied().find(|o| *o > at);
+            let pos = state
+                .retention
+                .partition_point(|r| (r.at, r.key) < (at, key));
+            state.retention.insert(
+                pos,
+                RetentionMark {
                     at,
                     action: action.action.clone(),
                     campaign: action.campaign.clone(),
                     level_at_action: state.risk_level,
+                    ordered_again_at,
+                    left_risk_at: None,
                     key,
-                });
+                },
+            );
+            if state.retention.len() > MAX_RETENTION_MARKS {
+                state.retention.remove(0);
             }
         }
     }
@@ -378,6 +435,19 @@ pub fn apply(state: &mut CustomerState, event: &Event) -> Applied {
 }
 
 fn apply_order(state: &mut CustomerState, at: Timestamp, key: u64, order: &Order) {
+    let first_after = |since: Timestamp, current: Option<Timestamp>| {
+        if at > since {
+            Some(current.map_or(at, |c| c.min(at)))
+        } else {
+            current
+        }
+    };
+    for mark in &mut state.retention {
+        mark.ordered_again_at = first_after(mark.at, mark.ordered_again_at);
+    }
+    if let Some(e) = &mut state.risk_episode {
+        e.ordered_again_at = first_after(e.since, e.ordered_again_at);
+    }
     let t = &mut state.totals;
     let revenue = order.total.saturating_add(order.discount);
     let cost = order.cost.unwrap_or(0);
@@ -769,9 +839,6 @@ mod tests {
             s.signup.as_ref().unwrap().source.as_deref(),
             Some("referral")
         );
-        assert_eq!(
-            s.last_retention.as_ref().unwrap().campaign.as_deref(),
-            Some("w")
-        );
+        assert_eq!(s.last_retention().unwrap().campaign.as_deref(), Some("w"));
     }
 }

@@ -36,6 +36,22 @@ fn history() -> impl Strategy<Value = Vec<Event>> {
     })
 }
 
+/// Returns whether some retention action has more than [`RECENT_ORDERS`] orders after it: an
+/// action that arrives after all of them can only see the remembered ones, so when it learned
+/// of the first order after it depends on arrival order (the documented limit of
+/// `RetentionMark::ordered_again_at`).
+fn beyond_order_memory(events: &[Event]) -> bool {
+    use churnwatch_core::EventKind;
+    events.iter().any(|a| {
+        matches!(a.kind, EventKind::RetentionAction(_))
+            && events
+                .iter()
+                .filter(|o| matches!(o.kind, EventKind::Order(_)) && o.occurred_at > a.occurred_at)
+                .count()
+                > RECENT_ORDERS
+    })
+}
+
 fn fold(events: &[Event]) -> CustomerState {
     let mut s = CustomerState::new("c");
     for e in events {
@@ -51,7 +67,13 @@ proptest! {
     fn the_same_events_in_any_order_give_the_same_state(
         (events, shuffled) in history().prop_flat_map(|e| (Just(e.clone()), Just(e).prop_shuffle()))
     ) {
-        prop_assert_eq!(fold(&events), fold(&shuffled));
+        let (mut a, mut b) = (fold(&events), fold(&shuffled));
+        if beyond_order_memory(&events) {
+            for m in a.retention.iter_mut().chain(b.retention.iter_mut()) {
+                m.ordered_again_at = None;
+            }
+        }
+        prop_assert_eq!(a, b);
     }
 
     #[test]

@@ -2,6 +2,9 @@
 
 use churnwatch_core::output::{Profile, RetentionSummary};
 use churnwatch_core::profit::ValueTier;
+use churnwatch_core::report::{
+    CampaignReport, Outcome, ProfitabilityReport, RetentionReport, StageReport,
+};
 use churnwatch_core::{RiskLevel, Stage, Timestamp};
 
 use crate::v1;
@@ -87,6 +90,8 @@ fn retention(r: &RetentionSummary) -> v1::RetentionAction {
         action: r.action.clone(),
         campaign: r.campaign.clone().unwrap_or_default(),
         level_at_action: risk_level_to_proto(r.level_at_action) as i32,
+        ordered_again_at: r.ordered_again_at.map(timestamp),
+        left_risk_at: r.left_risk_at.map(timestamp),
     }
 }
 
@@ -129,6 +134,133 @@ pub fn profile_to_proto(p: &Profile) -> v1::CustomerProfile {
         first_channel: p.first_channel.clone().unwrap_or_default(),
         first_categories: p.first_categories.clone(),
         last_retention: p.last_retention.as_ref().map(retention),
+        retention_actions: p.retention_actions.iter().map(retention).collect(),
+        risk_episode: p.risk_episode.map(|e| v1::RiskEpisode {
+            since: Some(timestamp(e.since)),
+            ordered_again_at: e.ordered_again_at.map(timestamp),
+            left_risk_at: e.left_risk_at.map(timestamp),
+        }),
+        stage_history: p
+            .stage_history
+            .iter()
+            .map(|c| v1::StageChange {
+                at: Some(timestamp(c.at)),
+                from: stage_to_proto(c.from) as i32,
+                to: stage_to_proto(c.to) as i32,
+                value_at_risk_minor: c.value_at_risk,
+            })
+            .collect(),
+    }
+}
+
+/// Returns the protobuf answer of a stage report.
+pub fn stage_report_to_proto(r: &StageReport) -> v1::GetStageSummaryResponse {
+    v1::GetStageSummaryResponse {
+        total_customers: r.stages.iter().map(|(_, n)| n).sum(),
+        stages: r
+            .stages
+            .iter()
+            .map(|(s, n)| v1::StageCount {
+                stage: stage_to_proto(*s) as i32,
+                customers: *n,
+            })
+            .collect(),
+        transitions: r
+            .transitions
+            .iter()
+            .map(|(from, to, n)| v1::StageTransition {
+                from: stage_to_proto(*from) as i32,
+                to: stage_to_proto(*to) as i32,
+                count: *n,
+            })
+            .collect(),
+        window_start: Some(timestamp(r.window.start)),
+        window_end: Some(timestamp(r.window.end)),
+    }
+}
+
+/// Returns the protobuf answer of a retention report.
+pub fn retention_report_to_proto(r: &RetentionReport) -> v1::GetRetentionReportResponse {
+    v1::GetRetentionReportResponse {
+        window_start: Some(timestamp(r.window.start)),
+        window_end: Some(timestamp(r.window.end)),
+        customers_lost: r.customers_lost,
+        lost_value_minor: r.lost_value,
+        customers_acquired: r.customers_acquired,
+        customers_reactivated: r.customers_reactivated,
+        active_at_start: r.active_at_start,
+        retained: r.retained,
+        retention_rate: r.retention_rate,
+    }
+}
+
+/// Returns the protobuf answer of a profitability report, listing at most `trait_limit` traits.
+pub fn profitability_report_to_proto(
+    r: &ProfitabilityReport,
+    trait_limit: usize,
+) -> v1::GetProfitabilityReportResponse {
+    v1::GetProfitabilityReportResponse {
+        tiers: r
+            .tiers
+            .iter()
+            .map(|t| v1::TierSummary {
+                tier: tier_to_proto(t.tier) as i32,
+                customers: t.customers,
+                margin_12m_minor: t.margin_12m,
+                revenue_12m_minor: t.revenue_12m,
+            })
+            .collect(),
+        divest_count: r.divest_count,
+        divest_margin_12m_minor: r.divest_margin_12m,
+        divest_candidates: r
+            .divest_candidates
+            .iter()
+            .map(|d| v1::DivestCandidate {
+                customer_id: d.customer_id.clone(),
+                margin_12m_minor: d.margin_12m,
+                contacts_12m: d.contacts_12m,
+            })
+            .collect(),
+        top_tier_traits: r
+            .top_tier_traits
+            .iter()
+            .take(trait_limit)
+            .map(|t| v1::TraitShare {
+                dimension: t.dimension.to_owned(),
+                value: t.value.clone(),
+                share_in_top_tier: t.share_in_top_tier,
+                share_overall: t.share_overall,
+            })
+            .collect(),
+    }
+}
+
+fn outcome(o: &Outcome) -> v1::CampaignOutcome {
+    v1::CampaignOutcome {
+        judged: o.judged,
+        ordered_again: o.ordered_again,
+        left_risk: o.left_risk,
+        succeeded: o.succeeded,
+        success_rate: o.success_rate(),
+    }
+}
+
+/// Returns the protobuf answer of a campaign report.
+pub fn campaign_report_to_proto(r: &CampaignReport) -> v1::GetCampaignReportResponse {
+    v1::GetCampaignReportResponse {
+        follow_up_days: (r.follow_up_secs / 86_400) as u32,
+        as_of: Some(timestamp(r.as_of)),
+        campaigns: r
+            .campaigns
+            .iter()
+            .map(|c| v1::CampaignResult {
+                campaign: c.campaign.clone(),
+                targeted: c.targeted,
+                targeted_at_risk: c.targeted_at_risk,
+                outcome: Some(outcome(&c.outcome)),
+            })
+            .collect(),
+        untargeted_at_risk: Some(outcome(&r.untargeted_at_risk)),
     }
 }
 

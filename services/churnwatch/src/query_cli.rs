@@ -46,8 +46,33 @@ pub enum QueryCommand {
         #[arg(long)]
         by_score: bool,
     },
-    /// Customers per lifecycle stage now.
-    Stages,
+    /// Customers per lifecycle stage now, and the moves between stages over recent months.
+    Stages {
+        /// Months of moves to show (1 to 24).
+        #[arg(long, default_value_t = 12)]
+        months: u32,
+    },
+    /// Customers lost over recent months and what they cost, customers acquired and
+    /// reactivated, and the retention rate.
+    Retention {
+        /// Length of the window in months (1 to 24), ending at the latest evaluation.
+        #[arg(long, default_value_t = 12)]
+        months: u32,
+    },
+    /// Customers and margin per value tier, the divest candidates, and what the most
+    /// profitable customers have in common.
+    Profitability {
+        /// Divest candidates listed (lowest margin first).
+        #[arg(long, default_value_t = 10)]
+        divest: u32,
+    },
+    /// For each retention campaign, how many targeted customers ordered again or left the
+    /// high-risk levels, against at-risk customers no action reached.
+    Campaigns {
+        /// Days after an action in which an order or a drop in risk counts.
+        #[arg(long, default_value_t = 90)]
+        follow_up_days: u32,
+    },
     /// Asks grpc.health.v1 whether the API serves (the view has caught up); exits 0 when it
     /// does and 1 when it does not, so it can serve as a readiness probe.
     Health,
@@ -154,38 +179,96 @@ pub fn run(args: &QueryArgs) -> Result<()> {
                     print!("{}", at_risk_table(&customers, level));
                 }
             }
-            QueryCommand::Stages => {
+            QueryCommand::Stages { months } => {
                 let s = client
-                    .get_stage_summary(v1::GetStageSummaryRequest {})
+                    .get_stage_summary(v1::GetStageSummaryRequest {
+                        months: *months,
+                        ..Default::default()
+                    })
                     .await
                     .map_err(status_error)?
                     .into_inner();
                 if args.json {
-                    let stages: serde_json::Map<String, serde_json::Value> = s
-                        .stages
-                        .iter()
-                        .map(|c| (stage_name(c.stage()).to_owned(), json!(c.customers)))
-                        .collect();
+                    println!("{}", stages_json(&s));
+                } else {
+                    print!("{}", stages_text(&s));
+                }
+            }
+            QueryCommand::Retention { months } => {
+                let r = client
+                    .get_retention_report(v1::GetRetentionReportRequest {
+                        months: *months,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                let window = format!(
+                    "{} to {}",
+                    r.window_start.as_ref().map(time_text).unwrap_or_default(),
+                    r.window_end.as_ref().map(time_text).unwrap_or_default()
+                );
+                if args.json {
                     println!(
                         "{}",
-                        json!({"total_customers": s.total_customers, "stages": stages})
+                        json!({
+                            "window_start": r.window_start.as_ref().map(time_text),
+                            "window_end": r.window_end.as_ref().map(time_text),
+                            "customers_lost": r.customers_lost,
+                            "lost_value_minor": r.lost_value_minor,
+                            "customers_acquired": r.customers_acquired,
+                            "customers_reactivated": r.customers_reactivated,
+                            "active_at_start": r.active_at_start,
+                            "retained": r.retained,
+                            "retention_rate": r.retention_rate,
+                        })
                     );
                 } else {
-                    let mut t = Table::new();
-                    t.load_preset(UTF8_FULL_CONDENSED);
-                    t.set_header(["stage", "customers", "share"]);
-                    for c in &s.stages {
-                        t.add_row([
-                            Cell::new(stage_name(c.stage())),
-                            Cell::new(c.customers).set_alignment(CellAlignment::Right),
-                            Cell::new(format!(
-                                "{:.1}%",
-                                100.0 * c.customers as f64 / s.total_customers.max(1) as f64
-                            ))
-                            .set_alignment(CellAlignment::Right),
-                        ]);
-                    }
-                    println!("{t}\n{} customers", s.total_customers);
+                    println!("Retention over the last {months} months ({window}):");
+                    println!(
+                        "  customers lost:        {} (their value at risk when lost: {})",
+                        r.customers_lost,
+                        money(r.lost_value_minor)
+                    );
+                    println!("  customers acquired:    {}", r.customers_acquired);
+                    println!("  customers reactivated: {}", r.customers_reactivated);
+                    println!(
+                        "  retention rate:        {} ({} of {} customers active at the start still active)",
+                        r.retention_rate
+                            .map_or("-".into(), |x| format!("{:.1}%", 100.0 * x)),
+                        r.retained,
+                        r.active_at_start
+                    );
+                }
+            }
+            QueryCommand::Profitability { divest } => {
+                let r = client
+                    .get_profitability_report(v1::GetProfitabilityReportRequest {
+                        divest_limit: *divest,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                if args.json {
+                    println!("{}", profitability_json(&r));
+                } else {
+                    print!("{}", profitability_text(&r));
+                }
+            }
+            QueryCommand::Campaigns { follow_up_days } => {
+                let r = client
+                    .get_campaign_report(v1::GetCampaignReportRequest {
+                        follow_up_days: *follow_up_days,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                if args.json {
+                    println!("{}", campaigns_json(&r));
+                } else {
+                    print!("{}", campaigns_text(&r));
                 }
             }
             QueryCommand::Export { format } => {
@@ -194,6 +277,180 @@ pub fn run(args: &QueryArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+fn stages_json(s: &v1::GetStageSummaryResponse) -> serde_json::Value {
+    let stages: serde_json::Map<String, serde_json::Value> = s
+        .stages
+        .iter()
+        .map(|c| (stage_name(c.stage()).to_owned(), json!(c.customers)))
+        .collect();
+    json!({
+        "total_customers": s.total_customers,
+        "stages": stages,
+        "transitions": s.transitions.iter().map(|t| json!({
+            "from": stage_name(t.from()), "to": stage_name(t.to()), "count": t.count
+        })).collect::<Vec<_>>(),
+        "window_start": s.window_start.as_ref().map(time_text),
+        "window_end": s.window_end.as_ref().map(time_text),
+    })
+}
+
+fn stages_text(s: &v1::GetStageSummaryResponse) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["stage", "customers", "share"]);
+    for c in &s.stages {
+        t.add_row([
+            Cell::new(stage_name(c.stage())),
+            Cell::new(c.customers).set_alignment(CellAlignment::Right),
+            Cell::new(format!(
+                "{:.1}%",
+                100.0 * c.customers as f64 / s.total_customers.max(1) as f64
+            ))
+            .set_alignment(CellAlignment::Right),
+        ]);
+    }
+    let mut out = format!("{t}\n{} customers\n", s.total_customers);
+    if !s.transitions.is_empty() {
+        let mut m = Table::new();
+        m.load_preset(UTF8_FULL_CONDENSED);
+        m.set_header(["from", "to", "moves"]);
+        for x in &s.transitions {
+            m.add_row([
+                Cell::new(stage_name(x.from())),
+                Cell::new(stage_name(x.to())),
+                Cell::new(x.count).set_alignment(CellAlignment::Right),
+            ]);
+        }
+        out.push_str(&format!(
+            "\nMoves between {} and {}:\n{m}\n",
+            s.window_start.as_ref().map(time_text).unwrap_or_default(),
+            s.window_end.as_ref().map(time_text).unwrap_or_default()
+        ));
+    }
+    out
+}
+
+fn profitability_json(r: &v1::GetProfitabilityReportResponse) -> serde_json::Value {
+    json!({
+        "tiers": r.tiers.iter().map(|t| json!({
+            "tier": tier_name(t.tier()), "customers": t.customers,
+            "margin_12m_minor": t.margin_12m_minor, "revenue_12m_minor": t.revenue_12m_minor,
+        })).collect::<Vec<_>>(),
+        "divest_count": r.divest_count,
+        "divest_margin_12m_minor": r.divest_margin_12m_minor,
+        "divest_candidates": r.divest_candidates.iter().map(|d| json!({
+            "customer_id": d.customer_id, "margin_12m_minor": d.margin_12m_minor,
+            "contacts_12m": d.contacts_12m,
+        })).collect::<Vec<_>>(),
+        "top_tier_traits": r.top_tier_traits.iter().map(|t| json!({
+            "dimension": t.dimension, "value": t.value,
+            "share_in_top_tier": t.share_in_top_tier, "share_overall": t.share_overall,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn profitability_text(r: &v1::GetProfitabilityReportResponse) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["tier", "customers", "12-month margin", "12-month revenue"]);
+    for x in &r.tiers {
+        t.add_row([
+            Cell::new(tier_name(x.tier())),
+            Cell::new(x.customers).set_alignment(CellAlignment::Right),
+            Cell::new(money(x.margin_12m_minor)).set_alignment(CellAlignment::Right),
+            Cell::new(money(x.revenue_12m_minor)).set_alignment(CellAlignment::Right),
+        ]);
+    }
+    let mut out = format!("{t}\n");
+    out.push_str(&format!(
+        "\n{} divest candidates (negative margin, high service load), {} together",
+        r.divest_count,
+        money(r.divest_margin_12m_minor)
+    ));
+    if !r.divest_candidates.is_empty() {
+        let worst: Vec<String> = r
+            .divest_candidates
+            .iter()
+            .map(|d| format!("{} ({})", d.customer_id, money(d.margin_12m_minor)))
+            .collect();
+        out.push_str(&format!("; worst: {}", worst.join(", ")));
+    }
+    out.push_str("\n\nWhat the top tier (A) has in common, against all customers:\n");
+    let mut traits = Table::new();
+    traits.load_preset(UTF8_FULL_CONDENSED);
+    traits.set_header(["trait", "value", "in tier A", "overall"]);
+    for x in &r.top_tier_traits {
+        traits.add_row([
+            Cell::new(&x.dimension),
+            Cell::new(&x.value),
+            Cell::new(format!("{:.1}%", 100.0 * x.share_in_top_tier))
+                .set_alignment(CellAlignment::Right),
+            Cell::new(format!("{:.1}%", 100.0 * x.share_overall))
+                .set_alignment(CellAlignment::Right),
+        ]);
+    }
+    out.push_str(&format!("{traits}\n"));
+    out
+}
+
+fn outcome_json(o: Option<&v1::CampaignOutcome>) -> serde_json::Value {
+    let o = o.cloned().unwrap_or_default();
+    json!({
+        "judged": o.judged, "ordered_again": o.ordered_again, "left_risk": o.left_risk,
+        "succeeded": o.succeeded, "success_rate": o.success_rate,
+    })
+}
+
+fn campaigns_json(r: &v1::GetCampaignReportResponse) -> serde_json::Value {
+    json!({
+        "follow_up_days": r.follow_up_days,
+        "as_of": r.as_of.as_ref().map(time_text),
+        "campaigns": r.campaigns.iter().map(|c| json!({
+            "campaign": c.campaign, "targeted": c.targeted,
+            "targeted_at_risk": c.targeted_at_risk, "outcome": outcome_json(c.outcome.as_ref()),
+        })).collect::<Vec<_>>(),
+        "untargeted_at_risk": outcome_json(r.untargeted_at_risk.as_ref()),
+    })
+}
+
+fn campaigns_text(r: &v1::GetCampaignReportResponse) -> String {
+    let rate = |o: Option<&v1::CampaignOutcome>| {
+        o.and_then(|o| o.success_rate)
+            .map_or("-".into(), |x| format!("{:.1}%", 100.0 * x))
+    };
+    let judged = |o: Option<&v1::CampaignOutcome>| o.map_or(0, |o| o.judged);
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "campaign",
+        "targeted",
+        "at risk then",
+        "judged",
+        "succeeded",
+    ]);
+    for c in &r.campaigns {
+        t.add_row([
+            Cell::new(&c.campaign),
+            Cell::new(c.targeted).set_alignment(CellAlignment::Right),
+            Cell::new(c.targeted_at_risk).set_alignment(CellAlignment::Right),
+            Cell::new(judged(c.outcome.as_ref())).set_alignment(CellAlignment::Right),
+            Cell::new(rate(c.outcome.as_ref())).set_alignment(CellAlignment::Right),
+        ]);
+    }
+    let control = r.untargeted_at_risk.as_ref();
+    t.add_row([
+        Cell::new("(at risk, not targeted)"),
+        Cell::new("-"),
+        Cell::new("-"),
+        Cell::new(judged(control)).set_alignment(CellAlignment::Right),
+        Cell::new(rate(control)).set_alignment(CellAlignment::Right),
+    ]);
+    format!(
+        "{t}\nsucceeded: ordered again or left the high and critical risk levels within {} days\n",
+        r.follow_up_days
+    )
 }
 
 async fn list(

@@ -5,10 +5,18 @@ use std::pin::Pin;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use churnwatch_core::Timestamp;
+use churnwatch_core::output::Profile;
+use churnwatch_core::report::{
+    CampaignAccumulator, ProfitabilityAccumulator, RetentionAccumulator, StageAccumulator, Window,
+};
+use churnwatch_proto::prost_types;
 use churnwatch_proto::v1;
 use churnwatch_proto::v1::customer_query_server::CustomerQuery;
 use churnwatch_proto::{
-    profile_to_proto, risk_level_from_proto, stage_from_proto, stage_to_proto, tier_from_proto,
+    campaign_report_to_proto, profile_to_proto, profitability_report_to_proto,
+    retention_report_to_proto, risk_level_from_proto, stage_from_proto, stage_report_to_proto,
+    tier_from_proto,
 };
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -42,6 +50,64 @@ impl QueryService {
     /// Returns the service over `view`.
     pub fn new(view: View) -> Self {
         Self { view }
+    }
+
+    /// Returns the time reports are made at: `as_of` when given, else the latest evaluation in
+    /// the view (just after it, as windows end exclusively), else the wall clock.
+    fn as_of(&self, as_of: Option<&prost_types::Timestamp>) -> Result<Timestamp, Status> {
+        match as_of {
+            Some(t) if t.seconds <= 0 => Err(invalid("as_of", "must be after 1970")),
+            Some(t) => Ok(Timestamp(t.seconds)),
+            None => Ok(self
+                .view
+                .latest_assessed_at()
+                .map_err(status)?
+                .map_or_else(churnwatch_runtime::wall_now, |t| t.plus(1))),
+        }
+    }
+
+    /// Returns the window of `months` (0: 12) ending at [`Self::as_of`].
+    fn window(
+        &self,
+        as_of: Option<&prost_types::Timestamp>,
+        months: u32,
+    ) -> Result<Window, Status> {
+        let months = match months {
+            0 => 12,
+            m @ 1..=24 => m,
+            m => return Err(invalid("months", format!("1 to 24, not {m}"))),
+        };
+        let end = self.as_of(as_of)?;
+        Ok(Window {
+            start: end.plus(-(i64::from(months) * MONTH_SECS)),
+            end,
+        })
+    }
+
+    /// Folds every profile of the view into `acc` on a blocking thread (a report reads them
+    /// all).
+    async fn report<A: Send + 'static>(
+        &self,
+        mut acc: A,
+        add: fn(&mut A, &Profile),
+    ) -> Result<A, Status> {
+        let view = self.view.clone();
+        tokio::task::spawn_blocking(move || view.scan(|p| add(&mut acc, p)).map(|_| acc))
+            .await
+            .map_err(|_| Status::internal("the report was interrupted"))?
+            .map_err(status)
+    }
+}
+
+/// A month in reports: a twelfth of a year of 365.25 days.
+const MONTH_SECS: i64 = (365 * 86_400 + 86_400 / 4) / 12;
+
+/// Returns a list limit: `raw`, or `default` when 0; at most 1,000.
+fn limit(field: &str, raw: u32, default: usize) -> Result<usize, Status> {
+    match raw {
+        0 => Ok(default),
+        n @ 1..=1000 => Ok(n as usize),
+        n => Err(invalid(field, format!("at most 1000, not {n}"))),
     }
 }
 
@@ -186,19 +252,69 @@ impl CustomerQuery for QueryService {
 
     async fn get_stage_summary(
         &self,
-        _request: Request<v1::GetStageSummaryRequest>,
+        request: Request<v1::GetStageSummaryRequest>,
     ) -> Result<Response<v1::GetStageSummaryResponse>, Status> {
-        let counts = self.view.stage_counts().map_err(status)?;
-        Ok(Response::new(v1::GetStageSummaryResponse {
-            total_customers: counts.iter().map(|(_, n)| n).sum(),
-            stages: counts
-                .into_iter()
-                .map(|(s, n)| v1::StageCount {
-                    stage: stage_to_proto(s) as i32,
-                    customers: n,
-                })
-                .collect(),
-        }))
+        let r = request.into_inner();
+        let window = self.window(r.as_of.as_ref(), r.months)?;
+        let report = self
+            .report(StageAccumulator::new(window), StageAccumulator::add)
+            .await?
+            .finish();
+        Ok(Response::new(stage_report_to_proto(&report)))
+    }
+
+    async fn get_retention_report(
+        &self,
+        request: Request<v1::GetRetentionReportRequest>,
+    ) -> Result<Response<v1::GetRetentionReportResponse>, Status> {
+        let r = request.into_inner();
+        let window = self.window(r.as_of.as_ref(), r.months)?;
+        let report = self
+            .report(RetentionAccumulator::new(window), RetentionAccumulator::add)
+            .await?
+            .finish();
+        Ok(Response::new(retention_report_to_proto(&report)))
+    }
+
+    async fn get_profitability_report(
+        &self,
+        request: Request<v1::GetProfitabilityReportRequest>,
+    ) -> Result<Response<v1::GetProfitabilityReportResponse>, Status> {
+        let r = request.into_inner();
+        let divest_limit = limit("divest_limit", r.divest_limit, 20)?;
+        let trait_limit = limit("trait_limit", r.trait_limit, 10)?;
+        let report = self
+            .report(
+                ProfitabilityAccumulator::new(divest_limit),
+                ProfitabilityAccumulator::add,
+            )
+            .await?
+            .finish();
+        Ok(Response::new(profitability_report_to_proto(
+            &report,
+            trait_limit,
+        )))
+    }
+
+    async fn get_campaign_report(
+        &self,
+        request: Request<v1::GetCampaignReportRequest>,
+    ) -> Result<Response<v1::GetCampaignReportResponse>, Status> {
+        let r = request.into_inner();
+        let days = match r.follow_up_days {
+            0 => 90,
+            d @ 1..=365 => d,
+            d => return Err(invalid("follow_up_days", format!("1 to 365, not {d}"))),
+        };
+        let as_of = self.as_of(r.as_of.as_ref())?;
+        let report = self
+            .report(
+                CampaignAccumulator::new(i64::from(days) * 86_400, as_of),
+                CampaignAccumulator::add,
+            )
+            .await?
+            .finish();
+        Ok(Response::new(campaign_report_to_proto(&report)))
     }
 
     type ExportCustomersStream = ExportStream;

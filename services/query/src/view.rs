@@ -8,7 +8,8 @@
 //! - `v` value at risk ↓, customer → facets; `r` risk score ↓; `m` margin ↓ (the three orders);
 //! - `l` risk level, risk score ↓; `g` stage, value at risk ↓; `t` value tier, margin ↓;
 //!   `d` margin ↓ of divest candidates only (filtered lists without a scan);
-//! - `c` stage → customers in it; `o` partition → next offset to read.
+//! - `c` stage → customers in it; `o` partition → next offset to read; `a` the latest
+//!   evaluation time of any profile (the "now" of reports).
 //!
 //! "↓" keys sort the highest value first. Every index entry's value holds the customer's
 //! facets (stage, risk level, tier, divest), so filters that no prefix serves are applied
@@ -19,7 +20,7 @@ use std::path::Path;
 
 use churnwatch_core::output::Profile;
 use churnwatch_core::profit::ValueTier;
-use churnwatch_core::{RiskLevel, Stage};
+use churnwatch_core::{RiskLevel, Stage, Timestamp};
 
 /// The view's layout version; another version's directory is refused.
 pub const VIEW_VERSION: u32 = 1;
@@ -75,6 +76,7 @@ const BY_TIER: u8 = b't';
 const DIVEST: u8 = b'd';
 const STAGE_COUNT: u8 = b'c';
 const OFFSET: u8 = b'o';
+const LATEST_ASSESSED: &[u8] = b"a";
 const VERSION_KEY: &[u8] = b"version";
 
 /// A customer's facets: what filters look at.
@@ -407,6 +409,8 @@ impl View {
         let mut pending: BTreeMap<String, Option<Header>> = BTreeMap::new();
         let mut counts: BTreeMap<u8, i64> = BTreeMap::new();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut latest = self.latest_assessed_at()?;
+        let latest_before = latest;
         for (partition, offset, m) in messages {
             if offsets.get(partition).is_some_and(|o| offset < o) {
                 continue;
@@ -419,7 +423,10 @@ impl View {
             let new = match m.json {
                 None => None,
                 Some(json) => match serde_json::from_slice::<Profile>(json) {
-                    Ok(p) if p.customer_id == m.customer_id => Some((Header::of(&p), json)),
+                    Ok(p) if p.customer_id == m.customer_id => {
+                        latest = Some(latest.map_or(p.assessed_at, |l| l.max(p.assessed_at)));
+                        Some((Header::of(&p), json))
+                    }
                     Ok(_) | Err(_) => {
                         applied.invalid += 1;
                         continue;
@@ -465,6 +472,9 @@ impl View {
                 let now = self.count_of(&key)? as i64 + delta;
                 batch.insert(&key, &(now.max(0) as u64).to_be_bytes());
             }
+        }
+        if let Some(l) = latest.filter(|_| latest != latest_before) {
+            batch.insert(LATEST_ASSESSED, &l.0.to_be_bytes());
         }
         for (partition, offset) in next {
             batch.insert(
@@ -516,6 +526,31 @@ impl View {
             return Ok(None);
         };
         self.decode_profile(customer.as_bytes(), &v).map(Some)
+    }
+
+    /// Returns the latest evaluation time of any profile applied: the "now" of the data.
+    pub fn latest_assessed_at(&self) -> Result<Option<Timestamp>> {
+        let v = self
+            .tree
+            .get(LATEST_ASSESSED)
+            .map_err(|e| self.sled_err(e))?;
+        v.map(|b| {
+            <[u8; 8]>::try_from(b.as_ref())
+                .map(|b| Timestamp(i64::from_be_bytes(b)))
+                .map_err(|_| self.corrupt("latest evaluation", "not 8 bytes"))
+        })
+        .transpose()
+    }
+
+    /// Calls `f` with every profile, in customer-id order; returns how many there were.
+    pub fn scan(&self, mut f: impl FnMut(&Profile)) -> Result<u64> {
+        let mut n = 0;
+        for kv in self.tree.scan_prefix([PROFILE]) {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            f(&self.decode_profile(&k[1..], &v)?);
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Returns the customers in each stage, in lifecycle order.
@@ -685,6 +720,9 @@ mod tests {
             first_channel: None,
             first_categories: vec![],
             last_retention: None,
+            retention_actions: vec![],
+            risk_episode: None,
+            stage_history: vec![],
         }
     }
 

@@ -344,7 +344,7 @@ async fn stage_counts_and_the_export_cover_every_customer() {
     let s = start(&sample()).await;
     let mut client = CustomerQueryClient::new(channel(s.addr).await);
     let summary = client
-        .get_stage_summary(v1::GetStageSummaryRequest {})
+        .get_stage_summary(v1::GetStageSummaryRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -393,5 +393,137 @@ async fn reflection_lists_the_api_health_and_reflection() {
         "grpc.reflection.v1.ServerReflection",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+}
+
+#[tokio::test]
+async fn reports_are_answered_from_the_view_and_their_arguments_are_checked() {
+    use churnwatch_core::output::{RetentionSummary, StageMove};
+    let day = |d: i64| Timestamp(1_735_689_600 + d * 86_400); // 2025-01-01 + d days
+    let mut profiles = sample();
+    // c00 was core and was lost 30 days before the latest evaluation, then worth 500.
+    let lost = &mut profiles[0];
+    lost.first_seen = Some(day(-700));
+    lost.stage = Stage::Lost;
+    lost.stage_history = vec![
+        StageMove {
+            at: day(-700),
+            from: Stage::Prospect,
+            to: Stage::FirstTime,
+            value_at_risk: 0,
+        },
+        StageMove {
+            at: day(-600),
+            from: Stage::FirstTime,
+            to: Stage::Core,
+            value_at_risk: 0,
+        },
+        StageMove {
+            at: day(-30),
+            from: Stage::Core,
+            to: Stage::Lost,
+            value_at_risk: 500,
+        },
+    ];
+    // c01 got a winback offer 200 days ago while at high risk and ordered 10 days later.
+    profiles[1].retention_actions = vec![RetentionSummary {
+        at: day(-200),
+        action: "offer".into(),
+        campaign: Some("winback".into()),
+        level_at_action: RiskLevel::High,
+        ordered_again_at: Some(day(-190)),
+        left_risk_at: None,
+    }];
+    let s = start(&profiles).await;
+    let mut client = CustomerQueryClient::new(channel(s.addr).await);
+
+    let r = client
+        .get_retention_report(v1::GetRetentionReportRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.customers_lost, r.lost_value_minor), (1, 500));
+    assert_eq!(
+        r.window_end.unwrap().seconds,
+        1_735_689_600 + 1,
+        "ends just after the latest evaluation"
+    );
+    let twelve_months = r.window_end.unwrap().seconds - r.window_start.unwrap().seconds;
+    assert_eq!(twelve_months, 31_557_600, "a year of 365.25 days");
+    let short = client
+        .get_retention_report(v1::GetRetentionReportRequest {
+            months: 1,
+            as_of: Some(churnwatch_proto::timestamp(day(-40))),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(short.customers_lost, 0, "the loss is after that window");
+
+    let stages = client
+        .get_stage_summary(v1::GetStageSummaryRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stages.transitions.len(), 1, "{:?}", stages.transitions);
+    assert_eq!(stages.transitions[0].to(), v1::Stage::Lost);
+
+    let c = client
+        .get_campaign_report(v1::GetCampaignReportRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(c.follow_up_days, 90);
+    assert_eq!(c.campaigns.len(), 1);
+    let winback = &c.campaigns[0];
+    assert_eq!(
+        (winback.campaign.as_str(), winback.targeted),
+        ("winback", 1)
+    );
+    assert_eq!(winback.outcome.unwrap().success_rate, Some(1.0));
+
+    let p = client
+        .get_profitability_report(v1::GetProfitabilityReportRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.tiers.len(), 4);
+    assert_eq!(p.tiers.iter().map(|t| t.customers).sum::<u64>(), 30);
+    assert!(!p.top_tier_traits.is_empty() || p.tiers[0].customers == 0);
+
+    for (field, err) in [
+        (
+            "months:",
+            client
+                .get_retention_report(v1::GetRetentionReportRequest {
+                    months: 25,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "follow_up_days:",
+            client
+                .get_campaign_report(v1::GetCampaignReportRequest {
+                    follow_up_days: 400,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "divest_limit:",
+            client
+                .get_profitability_report(v1::GetProfitabilityReportRequest {
+                    divest_limit: 5000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err(),
+        ),
+    ] {
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().starts_with(field), "{}", err.message());
     }
 }

@@ -1,0 +1,770 @@
+//! Reports over customer profiles: the stage funnel and its movements, retention over a
+//! window (customers lost and what they cost, acquired, reactivated, the retention rate),
+//! profitability by value tier with what the best customers have in common, and the effect of
+//! retention campaigns against at-risk customers nobody reached.
+//!
+//! Each report is an accumulator: `add` one profile at a time (a service streams a million
+//! from its store without holding them), then `finish`. Everything is a function of the
+//! profiles and the window passed in; nothing reads a clock.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::output::Profile;
+use crate::profit::ValueTier;
+use crate::risk::RiskLevel;
+use crate::stage::Stage;
+use crate::time::Timestamp;
+
+/// A half-open time window `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Window {
+    /// First instant inside.
+    pub start: Timestamp,
+    /// First instant after.
+    pub end: Timestamp,
+}
+
+impl Window {
+    /// Returns whether `t` falls inside.
+    pub fn contains(&self, t: Timestamp) -> bool {
+        self.start <= t && t < self.end
+    }
+}
+
+/// Returns the stage a customer was in at `t` according to its profile, or `None` when the
+/// customer was not known yet. Exact within the 25 months of stage history a profile keeps.
+pub fn stage_at(p: &Profile, t: Timestamp) -> Option<Stage> {
+    if p.first_seen.is_none_or(|f| f > t) {
+        return None;
+    }
+    match p.stage_history.iter().rev().find(|c| c.at <= t) {
+        Some(c) => Some(c.to),
+        None => Some(p.stage_history.first().map_or(p.stage, |c| c.from)),
+    }
+}
+
+fn active(stage: Option<Stage>) -> bool {
+    matches!(
+        stage,
+        Some(Stage::FirstTime | Stage::EarlyRepeat | Stage::Core | Stage::CoreDefector)
+    )
+}
+
+/// Customers per stage now and the moves between stages within a window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageReport {
+    /// Customers in each stage, in lifecycle order.
+    pub stages: Vec<(Stage, u64)>,
+    /// Moves inside the window: (from, to) → how many, most frequent first.
+    pub transitions: Vec<(Stage, Stage, u64)>,
+    /// The window of the moves.
+    pub window: Window,
+}
+
+/// Builds a [`StageReport`].
+#[derive(Debug, Clone)]
+pub struct StageAccumulator {
+    window: Window,
+    stages: BTreeMap<Stage, u64>,
+    moves: BTreeMap<(Stage, Stage), u64>,
+}
+
+impl StageAccumulator {
+    /// Starts a report of the moves within `window`.
+    pub fn new(window: Window) -> Self {
+        Self {
+            window,
+            stages: BTreeMap::new(),
+            moves: BTreeMap::new(),
+        }
+    }
+
+    /// Counts one profile.
+    pub fn add(&mut self, p: &Profile) {
+        *self.stages.entry(p.stage).or_default() += 1;
+        for c in p
+            .stage_history
+            .iter()
+            .filter(|c| self.window.contains(c.at))
+        {
+            *self.moves.entry((c.from, c.to)).or_default() += 1;
+        }
+    }
+
+    /// Returns the report.
+    pub fn finish(self) -> StageReport {
+        let mut transitions: Vec<(Stage, Stage, u64)> = self
+            .moves
+            .into_iter()
+            .map(|((from, to), n)| (from, to, n))
+            .collect();
+        transitions.sort_by(|a, b| b.2.cmp(&a.2).then((a.0, a.1).cmp(&(b.0, b.1))));
+        StageReport {
+            stages: Stage::ALL
+                .iter()
+                .map(|s| (*s, self.stages.get(s).copied().unwrap_or(0)))
+                .collect(),
+            transitions,
+            window: self.window,
+        }
+    }
+}
+
+/// Retention over a window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetentionReport {
+    /// The window.
+    pub window: Window,
+    /// Customers who became lost inside the window (each counted once).
+    pub customers_lost: u64,
+    /// Their value at risk when they became lost, minor units: what losing them cost.
+    pub lost_value: i64,
+    /// Customers whose first order fell inside the window.
+    pub customers_acquired: u64,
+    /// Lost customers who ordered again inside the window (each counted once).
+    pub customers_reactivated: u64,
+    /// Customers active (ordered, not lost) at the window's start.
+    pub active_at_start: u64,
+    /// Of those, the ones not lost at the window's end.
+    pub retained: u64,
+    /// `retained / active_at_start`; `None` without customers active at the start.
+    pub retention_rate: Option<f64>,
+}
+
+/// Builds a [`RetentionReport`].
+#[derive(Debug, Clone)]
+pub struct RetentionAccumulator {
+    report: RetentionReport,
+}
+
+impl RetentionAccumulator {
+    /// Starts a report over `window`.
+    pub fn new(window: Window) -> Self {
+        Self {
+            report: RetentionReport {
+                window,
+                customers_lost: 0,
+                lost_value: 0,
+                customers_acquired: 0,
+                customers_reactivated: 0,
+                active_at_start: 0,
+                retained: 0,
+                retention_rate: None,
+            },
+        }
+    }
+
+    /// Counts one profile.
+    pub fn add(&mut self, p: &Profile) {
+        let r = &mut self.report;
+        let w = r.window;
+        let in_window = || p.stage_history.iter().filter(|c| w.contains(c.at));
+        if let Some(lost) = in_window().rfind(|c| c.to == Stage::Lost) {
+            r.customers_lost += 1;
+            r.lost_value = r.lost_value.saturating_add(lost.value_at_risk.max(0));
+        }
+        if in_window().any(|c| c.from == Stage::Lost) {
+            r.customers_reactivated += 1;
+        }
+        if p.first_order_at.is_some_and(|t| w.contains(t)) {
+            r.customers_acquired += 1;
+        }
+        if active(stage_at(p, w.start)) {
+            r.active_at_start += 1;
+            // The end is exclusive: the stage just before it.
+            if stage_at(p, w.end.plus(-1)) != Some(Stage::Lost) {
+                r.retained += 1;
+            }
+        }
+    }
+
+    /// Returns the report.
+    pub fn finish(mut self) -> RetentionReport {
+        let r = &mut self.report;
+        r.retention_rate =
+            (r.active_at_start > 0).then(|| r.retained as f64 / r.active_at_start as f64);
+        self.report
+    }
+}
+
+/// Customers and margin of one value tier.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TierSummary {
+    /// The tier.
+    pub tier: ValueTier,
+    /// Customers in it.
+    pub customers: u64,
+    /// Their 12-month margin together, minor units.
+    pub margin_12m: i64,
+    /// Their 12-month revenue together, minor units.
+    pub revenue_12m: i64,
+}
+
+/// How common one trait is among the top tier against among all customers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraitShare {
+    /// What is shared: `acquisition_source`, `first_channel` or `first_category`.
+    pub dimension: &'static str,
+    /// Its value, e.g. "referral"; "(unknown)" when not given.
+    pub value: String,
+    /// Share of top-tier customers with it, 0..1.
+    pub share_in_top_tier: f64,
+    /// Share of all customers with it, 0..1.
+    pub share_overall: f64,
+}
+
+/// A divest candidate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DivestCandidate {
+    /// The customer.
+    pub customer_id: String,
+    /// 12-month margin, minor units (negative).
+    pub margin_12m: i64,
+    /// Support contacts over 12 months.
+    pub contacts_12m: u32,
+}
+
+/// Profitability by tier, the divest candidates and what the top tier has in common.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProfitabilityReport {
+    /// Every tier, A first.
+    pub tiers: Vec<TierSummary>,
+    /// Divest candidates in all.
+    pub divest_count: u64,
+    /// Their 12-month margin together, minor units.
+    pub divest_margin_12m: i64,
+    /// The worst divest candidates (lowest margin first), at most the limit asked.
+    pub divest_candidates: Vec<DivestCandidate>,
+    /// Traits of the top tier against all customers, the most over-represented first.
+    pub top_tier_traits: Vec<TraitShare>,
+}
+
+/// Builds a [`ProfitabilityReport`].
+#[derive(Debug, Clone)]
+pub struct ProfitabilityAccumulator {
+    tiers: BTreeMap<ValueTier, TierSummary>,
+    divest_count: u64,
+    divest_margin: i64,
+    worst: Vec<DivestCandidate>,
+    limit: usize,
+    customers: u64,
+    top: u64,
+    traits: HashMap<(&'static str, String), (u64, u64)>,
+}
+
+const TIERS: [ValueTier; 4] = [ValueTier::A, ValueTier::B, ValueTier::C, ValueTier::D];
+
+impl ProfitabilityAccumulator {
+    /// Starts a report listing at most `divest_limit` divest candidates.
+    pub fn new(divest_limit: usize) -> Self {
+        Self {
+            tiers: TIERS
+                .iter()
+                .map(|t| {
+                    (
+                        *t,
+                        TierSummary {
+                            tier: *t,
+                            customers: 0,
+                            margin_12m: 0,
+                            revenue_12m: 0,
+                        },
+                    )
+                })
+                .collect(),
+            divest_count: 0,
+            divest_margin: 0,
+            worst: Vec::new(),
+            limit: divest_limit,
+            customers: 0,
+            top: 0,
+            traits: HashMap::new(),
+        }
+    }
+
+    /// Counts one profile. Prospects (no order) have no margin and are left out.
+    pub fn add(&mut self, p: &Profile) {
+        if p.orders == 0 {
+            return;
+        }
+        self.customers += 1;
+        let t = self
+            .tiers
+            .get_mut(&p.value_tier)
+            .expect("every tier is there");
+        t.customers += 1;
+        t.margin_12m = t.margin_12m.saturating_add(p.margin_12m);
+        t.revenue_12m = t.revenue_12m.saturating_add(p.revenue_12m);
+        if p.divest {
+            self.divest_count += 1;
+            self.divest_margin = self.divest_margin.saturating_add(p.margin_12m);
+            self.worst.push(DivestCandidate {
+                customer_id: p.customer_id.clone(),
+                margin_12m: p.margin_12m,
+                contacts_12m: p.contacts_12m,
+            });
+            if self.worst.len() > self.limit.max(1) * 2 {
+                self.trim();
+            }
+        }
+        let top = p.value_tier == ValueTier::A;
+        self.top += u64::from(top);
+        let unknown = || "(unknown)".to_owned();
+        let mut traits = vec![
+            (
+                "acquisition_source",
+                p.acquisition_source.clone().unwrap_or_else(unknown),
+            ),
+            (
+                "first_channel",
+                p.first_channel.clone().unwrap_or_else(unknown),
+            ),
+        ];
+        traits.extend(
+            p.first_categories
+                .iter()
+                .map(|c| ("first_category", c.clone())),
+        );
+        for key in traits {
+            let e = self.traits.entry(key).or_default();
+            e.0 += u64::from(top);
+            e.1 += 1;
+        }
+    }
+
+    fn trim(&mut self) {
+        self.worst.sort_by(|a, b| {
+            a.margin_12m
+                .cmp(&b.margin_12m)
+                .then_with(|| a.customer_id.cmp(&b.customer_id))
+        });
+        self.worst.truncate(self.limit);
+    }
+
+    /// Returns the report.
+    pub fn finish(mut self) -> ProfitabilityReport {
+        self.trim();
+        let (top, all) = (self.top.max(1) as f64, self.customers.max(1) as f64);
+        let mut traits: Vec<TraitShare> = self
+            .traits
+            .into_iter()
+            .map(|((dimension, value), (in_top, overall))| TraitShare {
+                dimension,
+                value,
+                share_in_top_tier: in_top as f64 / top,
+                share_overall: overall as f64 / all,
+            })
+            .collect();
+        let lift = |t: &TraitShare| t.share_in_top_tier - t.share_overall;
+        traits.sort_by(|a, b| {
+            lift(b)
+                .total_cmp(&lift(a))
+                .then_with(|| (a.dimension, &a.value).cmp(&(b.dimension, &b.value)))
+        });
+        ProfitabilityReport {
+            tiers: self.tiers.into_values().collect(),
+            divest_count: self.divest_count,
+            divest_margin_12m: self.divest_margin,
+            divest_candidates: self.worst,
+            top_tier_traits: traits,
+        }
+    }
+}
+
+/// How one group fared within the follow-up window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Outcome {
+    /// Customers whose follow-up window has fully passed (the others are not judged yet).
+    pub judged: u64,
+    /// Of those, the ones who ordered again within the window.
+    pub ordered_again: u64,
+    /// Of those, the ones who left the high and critical levels within the window.
+    pub left_risk: u64,
+    /// Of those, the ones who did either.
+    pub succeeded: u64,
+}
+
+impl Outcome {
+    fn count(&mut self, ordered: bool, left: bool) {
+        self.judged += 1;
+        self.ordered_again += u64::from(ordered);
+        self.left_risk += u64::from(left);
+        self.succeeded += u64::from(ordered || left);
+    }
+
+    /// Returns the share who succeeded, `None` when nobody was judged.
+    pub fn success_rate(&self) -> Option<f64> {
+        (self.judged > 0).then(|| self.succeeded as f64 / self.judged as f64)
+    }
+}
+
+/// One campaign's effect.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CampaignResult {
+    /// The campaign ("(none)" for actions given without one).
+    pub campaign: String,
+    /// Customers it targeted (among the actions profiles remember).
+    pub targeted: u64,
+    /// Of those, the ones at high or critical risk when targeted.
+    pub targeted_at_risk: u64,
+    /// How the targeted customers fared.
+    pub outcome: Outcome,
+}
+
+/// The effect of retention campaigns against at-risk customers nobody targeted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CampaignReport {
+    /// The follow-up window, in seconds.
+    pub follow_up_secs: i64,
+    /// The time outcomes are judged at.
+    pub as_of: Timestamp,
+    /// One entry per campaign, most targeted first.
+    pub campaigns: Vec<CampaignResult>,
+    /// At-risk spells no retention action reached: the comparison group.
+    pub untargeted_at_risk: Outcome,
+}
+
+/// Builds a [`CampaignReport`].
+#[derive(Debug, Clone)]
+pub struct CampaignAccumulator {
+    follow_up: i64,
+    as_of: Timestamp,
+    campaigns: BTreeMap<String, CampaignResult>,
+    control: Outcome,
+}
+
+impl CampaignAccumulator {
+    /// Starts a report judging outcomes within `follow_up_secs` of each action (or of the
+    /// start of an untargeted at-risk spell), as of `as_of`.
+    pub fn new(follow_up_secs: i64, as_of: Timestamp) -> Self {
+        Self {
+            follow_up: follow_up_secs,
+            as_of,
+            campaigns: BTreeMap::new(),
+            control: Outcome::default(),
+        }
+    }
+
+    /// Counts one profile.
+    pub fn add(&mut self, p: &Profile) {
+        let within = |start: Timestamp, t: Option<Timestamp>| {
+            t.is_some_and(|t| t >= start && t.since(start) <= self.follow_up)
+        };
+        let judged = |start: Timestamp| self.as_of.since(start) >= self.follow_up;
+        let mut seen: Vec<&str> = Vec::new();
+        for r in &p.retention_actions {
+            let name = r.campaign.as_deref().unwrap_or("(none)");
+            let c = self
+                .campaigns
+                .entry(name.to_owned())
+                .or_insert_with(|| CampaignResult {
+                    campaign: name.to_owned(),
+                    targeted: 0,
+                    targeted_at_risk: 0,
+                    outcome: Outcome::default(),
+                });
+            // A customer targeted twice by one campaign counts once, by its first action.
+            if seen.contains(&name) {
+                continue;
+            }
+            seen.push(name);
+            c.targeted += 1;
+            c.targeted_at_risk += u64::from(r.level_at_action >= RiskLevel::High);
+            if judged(r.at) {
+                c.outcome.count(
+                    within(r.at, r.ordered_again_at),
+                    within(r.at, r.left_risk_at),
+                );
+            }
+        }
+        if let Some(e) = &p.risk_episode {
+            let reached = p.retention_actions.iter().any(|r| r.at >= e.since);
+            if !reached && judged(e.since) {
+                self.control.count(
+                    within(e.since, e.ordered_again_at),
+                    within(e.since, e.left_risk_at),
+                );
+            }
+        }
+    }
+
+    /// Returns the report.
+    pub fn finish(self) -> CampaignReport {
+        let mut campaigns: Vec<CampaignResult> = self.campaigns.into_values().collect();
+        campaigns.sort_by(|a, b| {
+            b.targeted
+                .cmp(&a.targeted)
+                .then_with(|| a.campaign.cmp(&b.campaign))
+        });
+        CampaignReport {
+            follow_up_secs: self.follow_up,
+            as_of: self.as_of,
+            campaigns,
+            untargeted_at_risk: self.control,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assess::{Assessment, Model};
+    use crate::engine::Output;
+    use crate::event::{Event, EventKind, Order, RetentionAction};
+    use crate::money::CurrencyCode;
+    use crate::output::profile;
+    use crate::replay::{Observer, Replay};
+    use crate::state::CustomerState;
+    use crate::time::DAY;
+
+    const T0: i64 = 1_704_067_200; // 2024-01-01
+
+    fn day(d: i64) -> Timestamp {
+        Timestamp(T0 + d * DAY)
+    }
+
+    fn order(customer: &str, d: i64) -> Event {
+        Event {
+            event_id: format!("{customer}-o{d}"),
+            customer_id: customer.into(),
+            occurred_at: day(d),
+            kind: EventKind::Order(Order {
+                order_id: format!("{customer}-{d}"),
+                total: 5_000,
+                discount: 0,
+                cost: Some(2_000),
+                items: vec![],
+                channel: None,
+                original_currency: CurrencyCode::default(),
+                original_total: 5_000,
+            }),
+        }
+    }
+
+    fn action(customer: &str, d: i64, campaign: &str) -> Event {
+        Event {
+            event_id: format!("{customer}-a{d}"),
+            customer_id: customer.into(),
+            occurred_at: day(d),
+            kind: EventKind::RetentionAction(RetentionAction {
+                action: "offer".into(),
+                campaign: Some(campaign.into()),
+            }),
+        }
+    }
+
+    fn every(customer: &str, from: i64, to: i64, step: usize) -> Vec<Event> {
+        (from..=to)
+            .step_by(step)
+            .map(|d| order(customer, d))
+            .collect()
+    }
+
+    #[derive(Default)]
+    struct Profiles(BTreeMap<String, Profile>);
+
+    impl Observer for Profiles {
+        fn published(&mut self, _: &Output) {}
+        fn finished(&mut self, s: &CustomerState, a: &Assessment) {
+            self.0.insert(s.customer_id.clone(), profile(s, a));
+        }
+    }
+
+    /// Replays the events on event time and returns every profile as of day `end`.
+    fn replay(mut events: Vec<Event>, end: i64) -> BTreeMap<String, Profile> {
+        events.sort_by_key(|e| e.occurred_at);
+        let mut replay = Replay::new(Model::default(), None);
+        let mut out = Profiles::default();
+        for e in &events {
+            replay.apply(e, &mut out);
+        }
+        replay.finish(day(end), &mut out);
+        out.0
+    }
+
+    fn lifecycle() -> BTreeMap<String, Profile> {
+        let mut events = every("steady", 0, 725, 20);
+        events.extend(every("quitter", 0, 400, 20));
+        events.extend(every("newbie", 500, 725, 15));
+        events.extend(every("comeback", 0, 100, 20));
+        events.extend(every("comeback", 500, 725, 20));
+        replay(events, 730)
+    }
+
+    #[test]
+    fn the_year_reports_who_was_lost_acquired_reactivated_and_the_retention_rate() {
+        let profiles = lifecycle();
+        assert_eq!(profiles["quitter"].stage, Stage::Lost);
+        assert_eq!(
+            stage_at(&profiles["comeback"], day(365)),
+            Some(Stage::Lost),
+            "lost in the first year"
+        );
+        let year2 = Window {
+            start: day(365),
+            end: day(730),
+        };
+        let mut acc = RetentionAccumulator::new(year2);
+        for p in profiles.values() {
+            acc.add(p);
+        }
+        let r = acc.finish();
+        assert_eq!(r.customers_lost, 1, "{r:?}");
+        assert!(r.lost_value > 0, "losing a regular costs something: {r:?}");
+        assert_eq!(r.customers_acquired, 1, "{r:?}");
+        assert_eq!(r.customers_reactivated, 1, "{r:?}");
+        assert_eq!((r.active_at_start, r.retained), (2, 1), "{r:?}");
+        assert_eq!(r.retention_rate, Some(0.5));
+
+        // Over the first year the comeback customer is the one lost, and nobody came back.
+        let mut acc = RetentionAccumulator::new(Window {
+            start: day(-30),
+            end: day(365),
+        });
+        for p in profiles.values() {
+            acc.add(p);
+        }
+        let r = acc.finish();
+        assert_eq!((r.customers_lost, r.customers_reactivated), (1, 0), "{r:?}");
+        assert_eq!(r.customers_acquired, 3, "{r:?}");
+        assert_eq!(r.active_at_start, 0, "nobody had ordered before day 0");
+    }
+
+    #[test]
+    fn stage_moves_are_counted_inside_the_window_only() {
+        let profiles = lifecycle();
+        let mut all = StageAccumulator::new(Window {
+            start: day(-1),
+            end: day(731),
+        });
+        let mut none = StageAccumulator::new(Window {
+            start: day(800),
+            end: day(900),
+        });
+        for p in profiles.values() {
+            all.add(p);
+            none.add(p);
+        }
+        let (all, none) = (all.finish(), none.finish());
+        let moves = |r: &StageReport, from, to| {
+            r.transitions
+                .iter()
+                .find(|(f, t, _)| (*f, *t) == (from, to))
+                .map_or(0, |m| m.2)
+        };
+        assert_eq!(moves(&all, Stage::Prospect, Stage::FirstTime), 4);
+        assert_eq!(
+            moves(&all, Stage::Lost, Stage::FirstTime)
+                + moves(&all, Stage::Lost, Stage::EarlyRepeat)
+                + moves(&all, Stage::Lost, Stage::Core),
+            1
+        );
+        assert!(none.transitions.is_empty());
+        assert_eq!(none.stages.iter().map(|(_, n)| n).sum::<u64>(), 4);
+        assert_eq!(
+            none.stages, all.stages,
+            "counts now do not depend on the window"
+        );
+    }
+
+    #[test]
+    fn a_campaign_is_judged_against_at_risk_customers_nobody_reached() {
+        // Both ordered every 20 days for 300 days and then went quiet; "saved" got an offer on
+        // day 400 and ordered again from day 420 on, "ignored" got nothing and never came back.
+        let mut events = every("saved", 0, 300, 20);
+        events.push(action("saved", 400, "winback"));
+        events.extend(every("saved", 420, 720, 20));
+        events.extend(every("ignored", 0, 300, 20));
+        let profiles = replay(events, 730);
+        let saved = &profiles["saved"];
+        assert_eq!(saved.retention_actions.len(), 1);
+        assert_eq!(saved.retention_actions[0].ordered_again_at, Some(day(420)));
+        assert!(
+            saved.retention_actions[0].level_at_action >= RiskLevel::High,
+            "silent for 100 days: at risk when the offer went out"
+        );
+        let ignored = profiles["ignored"]
+            .risk_episode
+            .expect("ignored went at risk");
+        assert_eq!(ignored.ordered_again_at, None);
+
+        let mut acc = CampaignAccumulator::new(90 * DAY, day(730));
+        for p in profiles.values() {
+            acc.add(p);
+        }
+        let r = acc.finish();
+        assert_eq!(r.campaigns.len(), 1);
+        let c = &r.campaigns[0];
+        assert_eq!(
+            (c.campaign.as_str(), c.targeted, c.targeted_at_risk),
+            ("winback", 1, 1)
+        );
+        assert_eq!(
+            (
+                c.outcome.judged,
+                c.outcome.ordered_again,
+                c.outcome.succeeded
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(r.untargeted_at_risk.judged, 1, "{r:?}");
+        assert_eq!(r.untargeted_at_risk.success_rate(), Some(0.0));
+
+        // Judged too early, nobody's follow-up window has passed.
+        let mut early = CampaignAccumulator::new(90 * DAY, day(450));
+        for p in profiles.values() {
+            early.add(p);
+        }
+        assert_eq!(early.finish().campaigns[0].outcome.judged, 0);
+    }
+
+    #[test]
+    fn the_top_tier_traits_compare_its_shares_with_everyone_and_divest_candidates_are_worst_first()
+    {
+        let base = lifecycle()["steady"].clone();
+        let make = |id: &str, tier: ValueTier, source: &str, margin: i64, divest: bool| {
+            let mut p = base.clone();
+            p.customer_id = id.into();
+            p.value_tier = tier;
+            p.acquisition_source = Some(source.into());
+            p.margin_12m = margin;
+            p.divest = divest;
+            p
+        };
+        let profiles = [
+            make("a1", ValueTier::A, "referral", 900, false),
+            make("a2", ValueTier::A, "referral", 800, false),
+            make("b1", ValueTier::B, "ads", 300, false),
+            make("d1", ValueTier::D, "ads", -50, true),
+            make("d2", ValueTier::D, "ads", -70, true),
+            make("d3", ValueTier::D, "ads", -10, true),
+        ];
+        let mut acc = ProfitabilityAccumulator::new(2);
+        for p in &profiles {
+            acc.add(p);
+        }
+        let r = acc.finish();
+        let tier = |t: ValueTier| r.tiers.iter().find(|s| s.tier == t).unwrap();
+        assert_eq!(
+            (tier(ValueTier::A).customers, tier(ValueTier::A).margin_12m),
+            (2, 1700)
+        );
+        assert_eq!(tier(ValueTier::C).customers, 0);
+        assert_eq!((r.divest_count, r.divest_margin_12m), (3, -130));
+        let worst: Vec<&str> = r
+            .divest_candidates
+            .iter()
+            .map(|d| d.customer_id.as_str())
+            .collect();
+        assert_eq!(worst, ["d2", "d1"]);
+        let first = &r.top_tier_traits[0];
+        assert_eq!(
+            (first.dimension, first.value.as_str()),
+            ("acquisition_source", "referral")
+        );
+        assert_eq!(first.share_in_top_tier, 1.0);
+        assert!((first.share_overall - 2.0 / 6.0).abs() < 1e-12);
+    }
+}
