@@ -599,9 +599,47 @@ fn the_query_service_serves_what_scoring_computed_once_caught_up_and_rebuilds_an
         .filter(|s| s.stage == churnwatch_core::Stage::Lost)
         .count() as u64;
     let lost = report["customers_lost"].as_u64().unwrap();
-    assert!(lost >= lost_now && lost > 0, "{report} against {lost_now} lost now");
+    assert!(
+        lost >= lost_now && lost > 0,
+        "{report} against {lost_now} lost now"
+    );
     let (ok, report) = ask(&addr, &["campaigns"]);
     assert!(ok && report.contains("(at risk, not targeted)"), "{report}");
+    // The change stream from the oldest change kept: high-risk moves with their reasons.
+    let mut watch = Service::start(
+        &bin("churnwatch"),
+        &[
+            "query",
+            "--addr",
+            &addr,
+            "--json",
+            "watch",
+            "--from-oldest",
+            "--level",
+            "high",
+        ],
+        &[],
+        rig.dir.path(),
+    );
+    let changes = || -> Vec<serde_json::Value> {
+        watch
+            .log()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).expect("a change per line"))
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || changes().len() >= 3),
+        "no changes streamed:\n{}",
+        watch.log()
+    );
+    for c in changes() {
+        let high = |k: &str| matches!(c[k].as_str(), Some("high" | "critical"));
+        assert!(high("level") || high("previous_level"), "{c}");
+        assert!(c["position"].as_str().is_some_and(|p| !p.is_empty()), "{c}");
+    }
+    terminate_cleanly(&mut watch);
 
     // A restart resumes from the view's own offsets; an empty directory is rebuilt.
     terminate_cleanly(&mut query);

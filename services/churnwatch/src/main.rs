@@ -84,7 +84,7 @@ fn main() -> Result<()> {
             demo::run(&args, &shutdown)
         }
         Some(Command::Generate(args)) => generate::run(&args),
-        Some(Command::Query(args)) => query_cli::run(&args),
+        Some(Command::Query(args)) => query_cli::run(&args, &shutdown),
         Some(Command::Footprint(args)) => footprint::run(&args),
         Some(Command::Fit(args)) => {
             churnwatch_runtime::init_tracing(churnwatch_runtime::LogFormat::Pretty, "warn")

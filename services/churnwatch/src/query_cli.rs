@@ -76,6 +76,23 @@ pub enum QueryCommand {
     /// Asks grpc.health.v1 whether the API serves (the view has caught up); exits 0 when it
     /// does and 1 when it does not, so it can serve as a readiness probe.
     Health,
+    /// Follows risk-level and stage changes live until Ctrl-C, one line each (the position
+    /// printed with each lets a later watch resume right after it).
+    Watch {
+        /// Only changes where the level before or after is at least this: low, medium, high
+        /// or critical.
+        #[arg(long, value_parser = ["low", "medium", "high", "critical"])]
+        level: Option<String>,
+        /// Only changes of this kind: risk or stage.
+        #[arg(long, value_parser = ["risk", "stage"])]
+        kind: Option<String>,
+        /// Resume right after this position (from an earlier watch).
+        #[arg(long, conflicts_with = "from_oldest")]
+        after: Option<String>,
+        /// Start at the oldest change the service keeps instead of now.
+        #[arg(long)]
+        from_oldest: bool,
+    },
     /// Every profile, for a CRM import.
     Export {
         /// Output format.
@@ -110,8 +127,17 @@ fn status_error(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}: {}", e.code().description(), e.message())
 }
 
-/// Runs `churnwatch query`.
-pub fn run(args: &QueryArgs) -> Result<()> {
+fn level_arg(level: &str) -> v1::RiskLevel {
+    match level {
+        "low" => v1::RiskLevel::Low,
+        "medium" => v1::RiskLevel::Medium,
+        "critical" => v1::RiskLevel::Critical,
+        _ => v1::RiskLevel::High,
+    }
+}
+
+/// Runs `churnwatch query`; a watch ends when `shutdown` is cancelled.
+pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -159,12 +185,7 @@ pub fn run(args: &QueryArgs) -> Result<()> {
                 limit,
                 by_score,
             } => {
-                let level = match level.as_str() {
-                    "low" => v1::RiskLevel::Low,
-                    "medium" => v1::RiskLevel::Medium,
-                    "critical" => v1::RiskLevel::Critical,
-                    _ => v1::RiskLevel::High,
-                };
+                let level = level_arg(level);
                 let order = if *by_score {
                     v1::CustomerOrder::RiskScore
                 } else {
@@ -269,6 +290,43 @@ pub fn run(args: &QueryArgs) -> Result<()> {
                     println!("{}", campaigns_json(&r));
                 } else {
                     print!("{}", campaigns_text(&r));
+                }
+            }
+            QueryCommand::Watch {
+                level,
+                kind,
+                after,
+                from_oldest,
+            } => {
+                let mut stream = client
+                    .watch_risk_changes(v1::WatchRiskChangesRequest {
+                        after_position: after.clone().unwrap_or_default(),
+                        from_oldest: *from_oldest,
+                        kind: match kind.as_deref() {
+                            Some("risk") => v1::ChangeKind::Risk,
+                            Some("stage") => v1::ChangeKind::Stage,
+                            _ => v1::ChangeKind::Unspecified,
+                        } as i32,
+                        min_risk_level: level.as_deref().map_or(0, |l| level_arg(l) as i32),
+                        customer_ids: vec![],
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                eprintln!("watching risk and stage changes (Ctrl-C to stop)");
+                loop {
+                    let message = tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        m = stream.message() => m.map_err(status_error)?,
+                    };
+                    let Some(change) = message.and_then(|m| m.change) else {
+                        break;
+                    };
+                    if args.json {
+                        println!("{}", change_json(&change));
+                    } else {
+                        println!("{}", change_text(&change));
+                    }
                 }
             }
             QueryCommand::Export { format } => {
@@ -450,6 +508,53 @@ fn campaigns_text(r: &v1::GetCampaignReportResponse) -> String {
     format!(
         "{t}\nsucceeded: ordered again or left the high and critical risk levels within {} days\n",
         r.follow_up_days
+    )
+}
+
+fn change_json(c: &v1::RiskChange) -> serde_json::Value {
+    json!({
+        "position": c.position,
+        "customer_id": c.customer_id,
+        "at": c.at.as_ref().map(time_text),
+        "previous_level": level_name(c.previous_level()),
+        "level": level_name(c.level()),
+        "previous_stage": stage_name(c.previous_stage()),
+        "stage": stage_name(c.stage()),
+        "risk_score": c.risk_score,
+        "value_at_risk_minor": c.value_at_risk_minor,
+        "reasons": c.reasons.iter().map(|r| json!({"code": r.code, "detail": r.detail})).collect::<Vec<_>>(),
+    })
+}
+
+fn change_text(c: &v1::RiskChange) -> String {
+    let mut what = Vec::new();
+    if c.previous_level != c.level {
+        what.push(format!(
+            "risk {} -> {}",
+            level_name(c.previous_level()),
+            level_name(c.level())
+        ));
+    }
+    if c.previous_stage != c.stage {
+        what.push(format!(
+            "stage {} -> {}",
+            stage_name(c.previous_stage()),
+            stage_name(c.stage())
+        ));
+    }
+    let why: Vec<&str> = c.reasons.iter().map(|r| r.detail.as_str()).collect();
+    format!(
+        "{}  {}  {}  value at risk {}{}  [{}]",
+        c.at.as_ref().map(time_text).unwrap_or_default(),
+        c.customer_id,
+        what.join(", "),
+        money(c.value_at_risk_minor),
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", why.join("; "))
+        },
+        c.position
     )
 }
 

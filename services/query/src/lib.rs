@@ -163,7 +163,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("the API's descriptor set is valid");
-    let api = CustomerQueryServer::new(QueryService::new(view))
+    let api = CustomerQueryServer::new(QueryService::new(view, shutdown.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
 

@@ -18,10 +18,11 @@ use churnwatch_proto::{
     retention_report_to_proto, risk_level_from_proto, stage_from_proto, stage_report_to_proto,
     tier_from_proto,
 };
+use churnwatch_runtime::CancellationToken;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::view::{Filter, Order, View, ViewError};
+use crate::view::{Change, ChangeStart, Filter, Order, View, ViewError};
 
 /// Most ids in one `BatchGetCustomers`.
 pub const MAX_BATCH_IDS: usize = 1_000;
@@ -44,12 +45,13 @@ fn status(e: ViewError) -> Status {
 #[derive(Debug, Clone)]
 pub struct QueryService {
     view: View,
+    shutdown: CancellationToken,
 }
 
 impl QueryService {
-    /// Returns the service over `view`.
-    pub fn new(view: View) -> Self {
-        Self { view }
+    /// Returns the service over `view`; streams end when `shutdown` is cancelled.
+    pub fn new(view: View, shutdown: CancellationToken) -> Self {
+        Self { view, shutdown }
     }
 
     /// Returns the time reports are made at: `as_of` when given, else the latest evaluation in
@@ -167,6 +169,76 @@ fn decode_token(token: &str, filter: &Filter, order: Order) -> Result<Vec<u8>, S
         _ => Err(invalid("page_token", "not a token this service issued")),
     }
 }
+
+/// Which changes a watcher asked for.
+#[derive(Debug, Clone)]
+struct ChangeFilter {
+    kind: v1::ChangeKind,
+    min_level: Option<churnwatch_core::RiskLevel>,
+    customers: std::collections::HashSet<String>,
+}
+
+impl ChangeFilter {
+    fn matches(&self, c: &Change) -> bool {
+        let kind = match self.kind {
+            v1::ChangeKind::Unspecified => true,
+            v1::ChangeKind::Risk => c.risk.0 != c.risk.1,
+            v1::ChangeKind::Stage => c.stage.0 != c.stage.1,
+        };
+        kind && self
+            .min_level
+            .is_none_or(|m| c.risk.0 >= m || c.risk.1 >= m)
+            && (self.customers.is_empty() || self.customers.contains(&c.customer_id))
+    }
+}
+
+fn encode_position(epoch: u64, seq: u64) -> String {
+    let mut raw = epoch.to_be_bytes().to_vec();
+    raw.extend_from_slice(&seq.to_be_bytes());
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_position(p: &str) -> Result<(u64, u64), Status> {
+    let raw = URL_SAFE_NO_PAD
+        .decode(p)
+        .ok()
+        .filter(|r| r.len() == 16)
+        .ok_or_else(|| invalid("after_position", "not a position this service gave"))?;
+    let word = |i: usize| u64::from_be_bytes(raw[i..i + 8].try_into().expect("8 bytes"));
+    Ok((word(0), word(8)))
+}
+
+fn change_to_proto(epoch: u64, c: &Change) -> v1::WatchRiskChangesResponse {
+    use churnwatch_proto::{risk_level_to_proto, stage_to_proto, timestamp};
+    v1::WatchRiskChangesResponse {
+        change: Some(v1::RiskChange {
+            position: encode_position(epoch, c.seq),
+            customer_id: c.customer_id.clone(),
+            at: Some(timestamp(c.at)),
+            previous_level: risk_level_to_proto(c.risk.0) as i32,
+            level: risk_level_to_proto(c.risk.1) as i32,
+            previous_stage: stage_to_proto(c.stage.0) as i32,
+            stage: stage_to_proto(c.stage.1) as i32,
+            risk_score: c.risk_score,
+            value_at_risk_minor: c.value_at_risk,
+            reasons: c
+                .reasons
+                .iter()
+                .map(|r| v1::Reason {
+                    code: r.code.clone(),
+                    detail: r.detail.clone(),
+                    contribution: r.contribution,
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// Changes read from the log per step of a watch.
+const WATCH_CHUNK: usize = 256;
+
+type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<v1::WatchRiskChangesResponse, Status>> + Send + 'static>>;
 
 type ExportStream =
     Pin<Box<dyn Stream<Item = Result<v1::ExportCustomersResponse, Status>> + Send + 'static>>;
@@ -315,6 +387,97 @@ impl CustomerQuery for QueryService {
             .await?
             .finish();
         Ok(Response::new(campaign_report_to_proto(&report)))
+    }
+
+    type WatchRiskChangesStream = WatchStream;
+
+    async fn watch_risk_changes(
+        &self,
+        request: Request<v1::WatchRiskChangesRequest>,
+    ) -> Result<Response<Self::WatchRiskChangesStream>, Status> {
+        let r = request.into_inner();
+        if r.customer_ids.len() > MAX_BATCH_IDS {
+            return Err(invalid(
+                "customer_ids",
+                format!("at most {MAX_BATCH_IDS}, not {}", r.customer_ids.len()),
+            ));
+        }
+        let filter = ChangeFilter {
+            kind: enum_field("kind", r.kind)?,
+            min_level: risk_level_from_proto(enum_field("min_risk_level", r.min_risk_level)?),
+            customers: r.customer_ids.into_iter().collect(),
+        };
+        let view = self.view.clone();
+        let epoch = view.epoch();
+        // Subscribe before reading, so no change between the read and the wait is missed.
+        let mut notify = view.subscribe();
+        let start = if r.after_position.is_empty() {
+            if r.from_oldest {
+                match view.resume(epoch, 0).map_err(status)? {
+                    ChangeStart::Expired { oldest } => oldest,
+                    _ => 0,
+                }
+            } else {
+                view.next_change()
+            }
+        } else {
+            let (e, seq) = decode_position(&r.after_position)?;
+            match view.resume(e, seq + 1).map_err(status)? {
+                ChangeStart::At(seq) => seq,
+                ChangeStart::OtherEpoch => {
+                    return Err(Status::failed_precondition(
+                        "after_position: the view was rebuilt since this position was given; watch again without a position",
+                    ));
+                }
+                ChangeStart::Expired { oldest } => {
+                    return Err(Status::out_of_range(format!(
+                        "after_position: the changes after it are no longer kept (the oldest kept is {} changes later); watch again with from_oldest or without a position",
+                        oldest - seq
+                    )));
+                }
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut next = start;
+            loop {
+                notify.borrow_and_update();
+                let chunk = match view.changes(next, WATCH_CHUNK) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        return;
+                    }
+                };
+                if chunk.first().is_some_and(|c| c.seq > next) {
+                    // The log was trimmed past this watcher while it was slow.
+                    let _ = tx
+                        .send(Err(Status::out_of_range(
+                            "the watcher fell behind the changes the service keeps; resume with from_oldest",
+                        )))
+                        .await;
+                    return;
+                }
+                if chunk.is_empty() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tx.closed() => return,
+                        changed = notify.changed() => if changed.is_err() { return },
+                    }
+                    continue;
+                }
+                for c in &chunk {
+                    next = c.seq + 1;
+                    if filter.matches(c) && tx.send(Ok(change_to_proto(epoch, c))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     type ExportCustomersStream = ExportStream;

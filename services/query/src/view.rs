@@ -9,7 +9,11 @@
 //! - `l` risk level, risk score ↓; `g` stage, value at risk ↓; `t` value tier, margin ↓;
 //!   `d` margin ↓ of divest candidates only (filtered lists without a scan);
 //! - `c` stage → customers in it; `o` partition → next offset to read; `a` the latest
-//!   evaluation time of any profile (the "now" of reports).
+//!   evaluation time of any profile (the "now" of reports);
+//! - `x` sequence number → a risk-level or stage change seen between a customer's profiles
+//!   (the log `WatchRiskChanges` streams and resumes from), `n` the next sequence number, `E`
+//!   the view's epoch: a random number drawn when the view is created, so a position from
+//!   before a rebuild is recognised as such.
 //!
 //! "↓" keys sort the highest value first. Every index entry's value holds the customer's
 //! facets (stage, risk level, tier, divest), so filters that no prefix serves are applied
@@ -24,6 +28,9 @@ use churnwatch_core::{RiskLevel, Stage, Timestamp};
 
 /// The view's layout version; another version's directory is refused.
 pub const VIEW_VERSION: u32 = 1;
+
+/// Changes kept in the log by default.
+pub const DEFAULT_MAX_CHANGES: u64 = 1_000_000;
 
 /// Errors of the view, each naming what to do.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +84,9 @@ const DIVEST: u8 = b'd';
 const STAGE_COUNT: u8 = b'c';
 const OFFSET: u8 = b'o';
 const LATEST_ASSESSED: &[u8] = b"a";
+const CHANGE: u8 = b'x';
+const NEXT_CHANGE: &[u8] = b"n";
+const EPOCH: &[u8] = b"E";
 const VERSION_KEY: &[u8] = b"version";
 
 /// A customer's facets: what filters look at.
@@ -315,6 +325,45 @@ pub struct View {
     tree: sled::Tree,
     db: sled::Db,
     path: String,
+    epoch: u64,
+    max_changes: u64,
+    /// The next change sequence number, published after every batch for live watchers.
+    next_change: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+/// A risk-level or stage change, as kept in the view's change log.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Change {
+    /// Its place in the log.
+    pub seq: u64,
+    /// The customer.
+    pub customer_id: String,
+    /// The evaluation time of the profile that showed it.
+    pub at: Timestamp,
+    /// The risk level before and after.
+    pub risk: (RiskLevel, RiskLevel),
+    /// The stage before and after.
+    pub stage: (Stage, Stage),
+    /// The risk score after.
+    pub risk_score: f64,
+    /// The value at risk after, minor units.
+    pub value_at_risk: i64,
+    /// The reasons after, strongest first.
+    pub reasons: Vec<churnwatch_core::output::Reason>,
+}
+
+/// Where a watcher can start reading the change log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeStart {
+    /// At this sequence number.
+    At(u64),
+    /// The position names another epoch: the view was rebuilt since.
+    OtherEpoch,
+    /// The position is older than the oldest change kept.
+    Expired {
+        /// The oldest sequence number kept.
+        oldest: u64,
+    },
 }
 
 impl View {
@@ -355,7 +404,100 @@ impl View {
                 }
             }
         }
-        Ok(Self { tree, db, path })
+        let epoch = match tree.get(EPOCH).map_err(err)? {
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| ViewError::Corrupt {
+                    path: path.clone(),
+                    key: "epoch".into(),
+                    message: "not 8 bytes".into(),
+                })?,
+            None => {
+                let seed = format!(
+                    "{path}/{}/{:?}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                );
+                let epoch = xxhash_rust::xxh3::xxh3_64(seed.as_bytes());
+                tree.insert(EPOCH, &epoch.to_be_bytes()).map_err(err)?;
+                epoch
+            }
+        };
+        let next = tree
+            .get(NEXT_CHANGE)
+            .map_err(err)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        Ok(Self {
+            tree,
+            db,
+            path,
+            epoch,
+            max_changes: DEFAULT_MAX_CHANGES,
+            next_change: std::sync::Arc::new(tokio::sync::watch::channel(next).0),
+        })
+    }
+
+    /// Keeps at most `n` changes in the log (the oldest go first).
+    pub fn with_max_changes(mut self, n: u64) -> Self {
+        self.max_changes = n.max(1);
+        self
+    }
+
+    /// Returns the view's epoch: it changes only when the view is rebuilt from scratch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Returns a receiver of the next change sequence number, updated after every batch.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.next_change.subscribe()
+    }
+
+    /// Returns the next sequence number the log will give (the end of the log).
+    pub fn next_change(&self) -> u64 {
+        *self.next_change.borrow()
+    }
+
+    fn oldest_change(&self) -> Result<Option<u64>> {
+        Ok(self
+            .tree
+            .scan_prefix([CHANGE])
+            .next()
+            .transpose()
+            .map_err(|e| self.sled_err(e))?
+            .and_then(|(k, _)| <[u8; 8]>::try_from(&k[1..]).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// Returns where a watcher that last saw `position` (epoch, sequence number) resumes.
+    pub fn resume(&self, epoch: u64, seq: u64) -> Result<ChangeStart> {
+        if epoch != self.epoch {
+            return Ok(ChangeStart::OtherEpoch);
+        }
+        let oldest = self.oldest_change()?.unwrap_or(self.next_change());
+        Ok(if seq < oldest {
+            ChangeStart::Expired { oldest }
+        } else {
+            ChangeStart::At(seq)
+        })
+    }
+
+    /// Returns up to `limit` changes from sequence number `from` on.
+    pub fn changes(&self, from: u64, limit: usize) -> Result<Vec<Change>> {
+        let mut out = Vec::new();
+        for kv in self
+            .tree
+            .range(compose(&[&[CHANGE], &from.to_be_bytes()])..)
+            .take(limit)
+        {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            if k.first() != Some(&CHANGE) {
+                break;
+            }
+            out.push(serde_json::from_slice(&v).map_err(|e| self.corrupt("change log", e))?);
+        }
+        Ok(out)
     }
 
     fn sled_err(&self, source: sled::Error) -> ViewError {
@@ -411,6 +553,8 @@ impl View {
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         let mut latest = self.latest_assessed_at()?;
         let latest_before = latest;
+        let first_seq = self.next_change();
+        let mut seq = first_seq;
         for (partition, offset, m) in messages {
             if offsets.get(partition).is_some_and(|o| offset < o) {
                 continue;
@@ -425,7 +569,7 @@ impl View {
                 Some(json) => match serde_json::from_slice::<Profile>(json) {
                     Ok(p) if p.customer_id == m.customer_id => {
                         latest = Some(latest.map_or(p.assessed_at, |l| l.max(p.assessed_at)));
-                        Some((Header::of(&p), json))
+                        Some((Header::of(&p), json, p))
                     }
                     Ok(_) | Err(_) => {
                         applied.invalid += 1;
@@ -433,7 +577,7 @@ impl View {
                     }
                 },
             };
-            if let (Some(old), Some((new, _))) = (&old, &new)
+            if let (Some(old), Some((new, _, _))) = (&old, &new)
                 && new.version < old.version
             {
                 applied.stale += 1;
@@ -446,8 +590,31 @@ impl View {
                 *counts.entry(stage_byte(old.facets.stage)).or_default() -= 1;
             }
             let profile_key = compose(&[&[PROFILE], m.customer_id.as_bytes()]);
+            if let Some((header, _, p)) = &new {
+                // A customer the view has not seen starts where scoring's states start.
+                let (level, stage) = old.map_or((RiskLevel::Low, Stage::Prospect), |o| {
+                    (o.facets.risk_level, o.facets.stage)
+                });
+                if (level, stage) != (header.facets.risk_level, header.facets.stage) {
+                    let change = Change {
+                        seq,
+                        customer_id: p.customer_id.clone(),
+                        at: p.assessed_at,
+                        risk: (level, header.facets.risk_level),
+                        stage: (stage, header.facets.stage),
+                        risk_score: p.risk_score,
+                        value_at_risk: p.value_at_risk,
+                        reasons: p.reasons.clone(),
+                    };
+                    batch.insert(
+                        compose(&[&[CHANGE], &seq.to_be_bytes()]),
+                        serde_json::to_vec(&change).expect("a change serializes"),
+                    );
+                    seq += 1;
+                }
+            }
             match new {
-                Some((header, json)) => {
+                Some((header, json, _)) => {
                     let facets = facets_bytes(&header.facets);
                     for k in header.index_keys(m.customer_id) {
                         batch.insert(k, &facets);
@@ -476,6 +643,22 @@ impl View {
         if let Some(l) = latest.filter(|_| latest != latest_before) {
             batch.insert(LATEST_ASSESSED, &l.0.to_be_bytes());
         }
+        if seq != first_seq {
+            batch.insert(NEXT_CHANGE, &seq.to_be_bytes());
+            // Keep the log bounded: drop the oldest beyond the limit.
+            let keep_from = seq.saturating_sub(self.max_changes);
+            for kv in self
+                .tree
+                .range(vec![CHANGE]..compose(&[&[CHANGE], &keep_from.to_be_bytes()]))
+            {
+                let (k, _) = kv.map_err(|e| self.sled_err(e))?;
+                batch.remove(k);
+            }
+            // This batch's own changes past the limit (a later write in a batch wins).
+            for old in first_seq..keep_from.min(seq) {
+                batch.remove(compose(&[&[CHANGE], &old.to_be_bytes()]));
+            }
+        }
         for (partition, offset) in next {
             batch.insert(
                 compose(&[&[OFFSET], &partition.to_be_bytes()]),
@@ -483,6 +666,9 @@ impl View {
             );
         }
         self.tree.apply_batch(batch).map_err(|e| self.sled_err(e))?;
+        if seq != first_seq {
+            self.next_change.send_replace(seq);
+        }
         Ok(applied)
     }
 
@@ -909,6 +1095,65 @@ mod tests {
             0,
             "moved ahead"
         );
+    }
+
+    #[test]
+    fn the_change_log_records_level_and_stage_moves_and_keeps_only_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let view = View::open(dir.path(), 16 << 20)
+            .unwrap()
+            .with_max_changes(3);
+        let mut notified = view.subscribe();
+        // New customers start as prospects at low risk: only "b" (first-time, low) is news...
+        apply_all(
+            &view,
+            0,
+            0,
+            &[
+                profile("a", 1, [0, 0, 0, 0], 0.1, 1, 1),
+                profile("b", 1, [1, 0, 0, 0], 0.1, 1, 1),
+            ],
+        );
+        assert!(notified.has_changed().unwrap());
+        notified.borrow_and_update();
+        let log = view.changes(0, 10).unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!((log[0].seq, log[0].customer_id.as_str()), (0, "b"));
+        assert_eq!(log[0].stage, (Stage::Prospect, Stage::FirstTime));
+        // ...then a version that changes nothing, one that raises "a"'s risk, and three more.
+        apply_all(
+            &view,
+            0,
+            2,
+            &[
+                profile("b", 2, [1, 0, 0, 0], 0.2, 1, 1),
+                profile("a", 2, [0, 2, 0, 0], 0.8, 1, 1),
+                profile("a", 3, [0, 3, 0, 0], 0.9, 1, 1),
+                profile("a", 4, [0, 2, 0, 0], 0.8, 1, 1),
+                profile("a", 5, [0, 1, 0, 0], 0.5, 1, 1),
+            ],
+        );
+        assert_eq!(view.next_change(), 5);
+        let log = view.changes(0, 10).unwrap();
+        let seqs: Vec<u64> = log.iter().map(|c| c.seq).collect();
+        assert_eq!(seqs, [2, 3, 4], "only the newest three are kept");
+        assert_eq!(log[2].risk, (RiskLevel::High, RiskLevel::Medium));
+        assert_eq!(view.resume(view.epoch(), 3).unwrap(), ChangeStart::At(3));
+        assert_eq!(
+            view.resume(view.epoch(), 1).unwrap(),
+            ChangeStart::Expired { oldest: 2 }
+        );
+        assert_eq!(
+            view.resume(view.epoch() ^ 1, 3).unwrap(),
+            ChangeStart::OtherEpoch
+        );
+        // The epoch and the sequence survive a reopen; another directory is another epoch.
+        let epoch = view.epoch();
+        drop(view);
+        let view = View::open(dir.path(), 16 << 20).unwrap();
+        assert_eq!((view.epoch(), view.next_change()), (epoch, 5));
+        let (_other_dir, other) = open();
+        assert_ne!(other.epoch(), epoch);
     }
 
     fn arb_profiles() -> impl Strategy<Value = Vec<Profile>> {

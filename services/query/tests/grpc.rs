@@ -65,6 +65,11 @@ fn profile(id: &str, stage: Stage, level: RiskLevel, value_at_risk: i64) -> Prof
 }
 
 fn fill(view: &View, profiles: &[Profile]) {
+    fill_at(view, 0, profiles);
+}
+
+/// Applies profiles as if read from partition 0 from `first_offset` on.
+fn fill_at(view: &View, first_offset: i64, profiles: &[Profile]) {
     let json: Vec<Vec<u8>> = profiles
         .iter()
         .map(|p| serde_json::to_vec(p).unwrap())
@@ -76,7 +81,7 @@ fn fill(view: &View, profiles: &[Profile]) {
         .map(|(i, (p, j))| {
             (
                 0,
-                i as i64,
+                first_offset + i as i64,
                 Incoming {
                     customer_id: &p.customer_id,
                     json: Some(j.as_slice()),
@@ -89,6 +94,7 @@ fn fill(view: &View, profiles: &[Profile]) {
 
 struct Server {
     addr: SocketAddr,
+    view: View,
     caught_up: watch::Sender<bool>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -107,9 +113,16 @@ async fn start(profiles: &[Profile]) -> Server {
         shutdown_grace: Duration::from_secs(2),
         ..QueryConfig::default()
     };
-    let task = tokio::spawn(query::serve(config, listener, view, rx, shutdown.clone()));
+    let task = tokio::spawn(query::serve(
+        config,
+        listener,
+        view.clone(),
+        rx,
+        shutdown.clone(),
+    ));
     Server {
         addr,
+        view,
         caught_up,
         shutdown,
         task,
@@ -526,4 +539,110 @@ async fn reports_are_answered_from_the_view_and_their_arguments_are_checked() {
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().starts_with(field), "{}", err.message());
     }
+}
+
+async fn next(stream: &mut tonic::Streaming<v1::WatchRiskChangesResponse>) -> v1::RiskChange {
+    tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a change within 5 s")
+        .unwrap()
+        .unwrap()
+        .change
+        .unwrap()
+}
+
+#[tokio::test]
+async fn risk_changes_stream_live_resume_from_a_position_and_filter() {
+    let s = start(&[]).await;
+    let mut client = CustomerQueryClient::new(channel(s.addr).await);
+    let mut live = client
+        .watch_risk_changes(v1::WatchRiskChangesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut critical_only = client
+        .watch_risk_changes(v1::WatchRiskChangesRequest {
+            kind: v1::ChangeKind::Risk as i32,
+            min_risk_level: v1::RiskLevel::Critical as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // After the streams opened: "a" becomes a core customer, then goes high, then critical.
+    let mut a = profile("a", Stage::Core, RiskLevel::Low, 10);
+    fill_at(&s.view, 0, &[a.clone()]);
+    a.version = 2;
+    a.risk_level = RiskLevel::High;
+    fill_at(&s.view, 1, &[a.clone()]);
+    a.version = 3;
+    a.risk_level = RiskLevel::Critical;
+    fill_at(&s.view, 2, &[a.clone()]);
+    let first = next(&mut live).await;
+    assert_eq!(first.customer_id, "a");
+    assert_eq!(
+        (first.previous_stage(), first.stage()),
+        (v1::Stage::Prospect, v1::Stage::Core)
+    );
+    let second = next(&mut live).await;
+    assert_eq!(
+        (second.previous_level(), second.level()),
+        (v1::RiskLevel::Low, v1::RiskLevel::High)
+    );
+    assert_eq!(second.reasons[0].code, "overdue");
+    let third = next(&mut live).await;
+    assert_eq!(third.level(), v1::RiskLevel::Critical);
+    let only = next(&mut critical_only).await;
+    assert_eq!(
+        only.position, third.position,
+        "the filter let only the critical one through"
+    );
+
+    // Resuming after the first change gives the second and third again.
+    let mut resumed = client
+        .watch_risk_changes(v1::WatchRiskChangesRequest {
+            after_position: first.position.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut resumed).await.position, second.position);
+    assert_eq!(next(&mut resumed).await.position, third.position);
+
+    let err = client
+        .watch_risk_changes(v1::WatchRiskChangesRequest {
+            after_position: "not-a-position".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("after_position:"),
+        "{}",
+        err.message()
+    );
+    // A position from another view (rebuilt since): its epoch is not this view's.
+    let other = tempfile::tempdir().unwrap();
+    let other_view = View::open(other.path(), 1 << 20).unwrap();
+    let mut forged = Vec::from(other_view.epoch().to_be_bytes());
+    forged.extend_from_slice(&0u64.to_be_bytes());
+    use base64::Engine as _;
+    let err = client
+        .watch_risk_changes(v1::WatchRiskChangesRequest {
+            after_position: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+
+    // Shutdown ends the open streams, so the server stops within its grace.
+    s.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), s.task)
+        .await
+        .expect("the server stops with watchers connected")
+        .unwrap()
+        .unwrap();
 }
