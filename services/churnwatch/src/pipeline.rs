@@ -132,7 +132,8 @@ impl Pipeline {
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid query options: {}", e.join("; ")))?;
-        let view = query::View::open(&config.view_dir, config.view_cache_mb << 20)?;
+        let view = query::View::open(&config.view_dir, config.view_cache_mb << 20)?
+            .with_max_changes(config.max_changes);
         let listener = std::net::TcpListener::bind(&config.grpc_addr)
             .with_context(|| format!("cannot listen on {} for the gRPC API", config.grpc_addr))?;
         listener.set_nonblocking(true)?;

@@ -21,6 +21,13 @@ pub struct QueryArgs {
     /// Give up on a request after this many seconds.
     #[arg(long, default_value_t = 30)]
     pub timeout_secs: u64,
+    /// Bearer token, when the service requires one.
+    #[arg(long, env = "CHURNWATCH_QUERY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM certificate of the authority that signed the service's TLS certificate (for an
+    /// https:// address; without it the system's roots are trusted).
+    #[arg(long, env = "CHURNWATCH_QUERY_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: QueryCommand,
 }
@@ -109,10 +116,51 @@ fn endpoint(addr: &str) -> String {
     }
 }
 
+/// Adds the bearer token, when one was given, to every request.
+#[derive(Debug, Clone)]
+pub struct Token(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Token {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            request.metadata_mut().insert("authorization", t.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Authed = tonic::service::interceptor::InterceptedService<Channel, Token>;
+type Client = CustomerQueryClient<Authed>;
+
+fn token(args: &QueryArgs) -> Result<Token> {
+    args.token
+        .as_ref()
+        .map(|t| {
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--token holds characters a header cannot carry"))
+        })
+        .transpose()
+        .map(Token)
+}
+
 async fn connect(args: &QueryArgs) -> Result<Channel> {
     let url = endpoint(&args.addr);
-    let channel = Channel::from_shared(url.clone())
-        .with_context(|| format!("--addr {:?} is not an address", args.addr))?
+    let mut endpoint = Channel::from_shared(url.clone())
+        .with_context(|| format!("--addr {:?} is not an address", args.addr))?;
+    if url.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        if let Some(path) = &args.ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls).context("TLS set-up failed")?;
+    }
+    let channel = endpoint
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(args.timeout_secs))
         .connect()
@@ -143,7 +191,7 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
         .build()?;
     runtime.block_on(async {
         let channel = connect(args).await?;
-        let mut client = CustomerQueryClient::new(channel.clone());
+        let mut client = CustomerQueryClient::with_interceptor(channel.clone(), token(args)?);
         match &args.command {
             QueryCommand::Health => {
                 let status = tonic_health::pb::health_client::HealthClient::new(channel)
@@ -559,7 +607,7 @@ fn change_text(c: &v1::RiskChange) -> String {
 }
 
 async fn list(
-    client: &mut CustomerQueryClient<Channel>,
+    client: &mut Client,
     level: v1::RiskLevel,
     order: v1::CustomerOrder,
     limit: u32,
@@ -605,7 +653,7 @@ const CSV_HEADER: [&str; 15] = [
     "reasons",
 ];
 
-async fn export(client: &mut CustomerQueryClient<Channel>, csv_out: bool) -> Result<()> {
+async fn export(client: &mut Client, csv_out: bool) -> Result<()> {
     use std::io::Write;
     let mut stream = client
         .export_customers(v1::ExportCustomersRequest {})

@@ -46,6 +46,15 @@ pub struct QueryConfig {
     /// How long shutdown waits for requests in flight.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Bearer tokens the API accepts (`authorization: Bearer <token>`); empty: no
+    /// authentication. Health checks are always open.
+    pub auth_tokens: Vec<String>,
+    /// PEM certificate chain for TLS; with `tls_key`, the API is served over TLS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Changes kept for WatchRiskChanges to resume from.
+    pub max_changes: u64,
 }
 
 impl Default for QueryConfig {
@@ -60,6 +69,10 @@ impl Default for QueryConfig {
             batch_timeout: Duration::from_millis(100),
             max_message_bytes: 16 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            auth_tokens: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            max_changes: view::DEFAULT_MAX_CHANGES,
         }
     }
 }
@@ -83,6 +96,25 @@ impl QueryConfig {
         if self.max_message_bytes < 4096 {
             errors.push("max_message_bytes must be at least 4096".into());
         }
+        if self.auth_tokens.iter().any(|t| t.len() < 16) {
+            errors.push("auth_tokens must each be at least 16 characters".into());
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                errors.push("tls_cert and tls_key go together: give both or neither".into());
+            }
+            (Some(c), Some(k)) => {
+                for (name, path) in [("tls_cert", c), ("tls_key", k)] {
+                    if !path.is_file() {
+                        errors.push(format!("{name} {} is not a readable file", path.display()));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        if self.max_changes == 0 {
+            errors.push("max_changes must be at least 1".into());
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -103,6 +135,61 @@ pub enum QueryError {
     /// The materialiser thread panicked.
     #[error("the view materialiser panicked")]
     Panicked,
+    /// The TLS certificate or key could not be read.
+    #[error("cannot read {what} {path}: {source}")]
+    Tls {
+        /// Which file.
+        what: &'static str,
+        /// Its path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Checks `authorization: Bearer <token>` against the configured tokens (in constant time).
+#[derive(Debug, Clone)]
+pub struct BearerAuth {
+    tokens: std::sync::Arc<Vec<String>>,
+}
+
+impl BearerAuth {
+    /// Returns a check accepting `tokens`; with none, every request passes.
+    pub fn new(tokens: Vec<String>) -> Self {
+        Self {
+            tokens: std::sync::Arc::new(tokens),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if self.tokens.is_empty() {
+            return Ok(request);
+        }
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                tonic::Status::unauthenticated(
+                    "missing credentials: send the header `authorization: Bearer <token>`",
+                )
+            })?;
+        if self
+            .tokens
+            .iter()
+            .any(|t| constant_time_eq::constant_time_eq(t.as_bytes(), given.as_bytes()))
+        {
+            Ok(request)
+        } else {
+            Err(tonic::Status::unauthenticated(
+                "the bearer token is not valid",
+            ))
+        }
+    }
 }
 
 /// Runs the whole service until `shutdown`: the materialiser on a blocking thread keeping
@@ -133,6 +220,26 @@ pub async fn run(
     Ok(())
 }
 
+fn tls_config(
+    config: &QueryConfig,
+) -> Result<Option<tonic::transport::ServerTlsConfig>, QueryError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |what, path: &PathBuf| {
+        std::fs::read(path).map_err(|source| QueryError::Tls {
+            what,
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let identity =
+        tonic::transport::Identity::from_pem(read("tls_cert", cert)?, read("tls_key", key)?);
+    Ok(Some(
+        tonic::transport::ServerTlsConfig::new().identity(identity),
+    ))
+}
+
 /// Serves the API on `listener` until `shutdown`: NOT_SERVING on `grpc.health.v1` until
 /// `caught_up` says the view has caught up, SERVING after, NOT_SERVING again as soon as
 /// shutdown begins; then requests in flight get up to `config.shutdown_grace` to finish.
@@ -146,7 +253,9 @@ pub async fn serve(
     view: View,
     mut caught_up: watch::Receiver<bool>,
     shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), QueryError> {
+    let tls = tls_config(&config)?;
+    let auth = BearerAuth::new(config.auth_tokens.clone());
     let (reporter, health) = tonic_health::server::health_reporter();
     type Server = CustomerQueryServer<QueryService>;
     reporter.set_not_serving::<Server>().await;
@@ -163,9 +272,16 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("the API's descriptor set is valid");
-    let api = CustomerQueryServer::new(QueryService::new(view, shutdown.clone()))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+    let api = tonic::service::interceptor::InterceptedService::new(
+        CustomerQueryServer::new(QueryService::new(view, shutdown.clone()))
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes),
+        auth.clone(),
+    );
+    let reflection_v1 =
+        tonic::service::interceptor::InterceptedService::new(reflection_v1, auth.clone());
+    let reflection_v1alpha =
+        tonic::service::interceptor::InterceptedService::new(reflection_v1alpha, auth);
 
     // Health follows the view, then shutdown.
     let health_task = {
@@ -206,7 +322,11 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .timeout(Duration::from_secs(60))
         .add_service(health)
         .add_service(reflection_v1)
@@ -225,5 +345,5 @@ pub async fn serve(
         }
     };
     health_task.abort();
-    result
+    Ok(result?)
 }

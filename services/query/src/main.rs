@@ -23,6 +23,8 @@ use query::{QueryConfig, View, ViewStats};
 /// CHURNWATCH_* environment variables < these flags. The view can always be rebuilt: stop
 /// query, empty --view-dir and start it again; it reads the topic from the beginning.
 /// SIGTERM/SIGINT report NOT_SERVING, let requests in flight finish, flush the view and exit.
+/// With --auth-token the API and reflection need `authorization: Bearer <token>` (health stays
+/// open for probes); with --tls-cert and --tls-key the server speaks TLS only.
 #[derive(Debug, Parser)]
 #[command(name = "query", version, about, long_about)]
 struct Args {
@@ -41,6 +43,22 @@ struct Args {
     /// sled page cache of the view in MiB [default: 256].
     #[arg(long, env = "CHURNWATCH_VIEW_CACHE_MB")]
     view_cache_mb: Option<u64>,
+    /// Bearer token the API accepts (repeatable; at least 16 characters); without any the API
+    /// is open. Clients send `authorization: Bearer <token>`.
+    #[arg(
+        long = "auth-token",
+        value_name = "TOKEN",
+        env = "CHURNWATCH_AUTH_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    auth_tokens: Vec<String>,
+    /// PEM certificate chain: serve the API over TLS (with --tls-key).
+    #[arg(long, env = "CHURNWATCH_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CHURNWATCH_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Compacted topic of customer profiles [default: customer-profiles].
     #[arg(long, env = "CHURNWATCH_PROFILES_TOPIC")]
     profiles_topic: Option<String>,
@@ -66,7 +84,13 @@ fn overrides(a: &Args) -> Result<serde_json::Value> {
         .set("kafka.topics.profiles", a.profiles_topic.as_ref())
         .set("grpc_addr", a.grpc_addr.as_ref())
         .set("view_dir", a.view_dir.as_ref())
-        .set("view_cache_mb", a.view_cache_mb);
+        .set("view_cache_mb", a.view_cache_mb)
+        .set("tls_cert", a.tls_cert.as_ref())
+        .set("tls_key", a.tls_key.as_ref())
+        .set(
+            "auth_tokens",
+            (!a.auth_tokens.is_empty()).then_some(&a.auth_tokens),
+        );
     o.key_values("kafka.properties", &a.kafka_properties)
         .map_err(|e| anyhow::anyhow!("--kafka-property {e}"))?;
     Ok(o.into_value())
@@ -79,7 +103,8 @@ fn main() -> Result<()> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n  - {}", e.join("\n  - ")))?;
-    let view = View::open(&config.view_dir, config.view_cache_mb << 20)?;
+    let view = View::open(&config.view_dir, config.view_cache_mb << 20)?
+        .with_max_changes(config.max_changes);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let shutdown = shutdown_on_signals();

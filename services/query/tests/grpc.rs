@@ -97,11 +97,22 @@ struct Server {
     view: View,
     caught_up: watch::Sender<bool>,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    task: tokio::task::JoinHandle<Result<(), query::QueryError>>,
     _dir: tempfile::TempDir,
 }
 
 async fn start(profiles: &[Profile]) -> Server {
+    start_with(
+        profiles,
+        QueryConfig {
+            shutdown_grace: Duration::from_secs(2),
+            ..QueryConfig::default()
+        },
+    )
+    .await
+}
+
+async fn start_with(profiles: &[Profile], config: QueryConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let view = View::open(dir.path(), 16 << 20).unwrap();
     fill(&view, profiles);
@@ -109,10 +120,6 @@ async fn start(profiles: &[Profile]) -> Server {
     let addr = listener.local_addr().unwrap();
     let (caught_up, rx) = watch::channel(false);
     let shutdown = CancellationToken::new();
-    let config = QueryConfig {
-        shutdown_grace: Duration::from_secs(2),
-        ..QueryConfig::default()
-    };
     let task = tokio::spawn(query::serve(
         config,
         listener,
@@ -645,4 +652,96 @@ async fn risk_changes_stream_live_resume_from_a_position_and_filter() {
         .expect("the server stops with watchers connected")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn with_tokens_configured_only_a_valid_bearer_token_gets_answers_and_health_stays_open() {
+    let token = "s3cret-token-0123456789";
+    let s = start_with(
+        &sample(),
+        QueryConfig {
+            auth_tokens: vec![token.into()],
+            ..QueryConfig::default()
+        },
+    )
+    .await;
+    let ch = channel(s.addr).await;
+    let ask = |header: Option<String>| {
+        let ch = ch.clone();
+        async move {
+            let mut request = tonic::Request::new(v1::GetStageSummaryRequest::default());
+            if let Some(h) = header {
+                request
+                    .metadata_mut()
+                    .insert("authorization", h.parse().unwrap());
+            }
+            CustomerQueryClient::new(ch)
+                .get_stage_summary(request)
+                .await
+        }
+    };
+    let err = ask(None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(
+        err.message().contains("authorization: Bearer"),
+        "{}",
+        err.message()
+    );
+    let err = ask(Some("Bearer wrong-token-0123456789".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let ok = ask(Some(format!("Bearer {token}"))).await.unwrap();
+    assert_eq!(ok.into_inner().total_customers, 30);
+    // Probes need no token.
+    assert_eq!(health(&ch, "").await, ServingStatus::NotServing);
+}
+
+#[tokio::test]
+async fn with_a_certificate_the_api_speaks_tls_only() {
+    use tonic::transport::{Certificate, ClientTlsConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let s = start_with(
+        &sample(),
+        QueryConfig {
+            tls_cert: Some(cert_path),
+            tls_key: Some(key_path),
+            ..QueryConfig::default()
+        },
+    )
+    .await;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(cert.pem()))
+        .domain_name("localhost");
+    let secure = Channel::from_shared(format!("https://{}", s.addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let summary = CustomerQueryClient::new(secure)
+        .get_stage_summary(v1::GetStageSummaryRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(summary.into_inner().total_customers, 30);
+    // Plain text gets nowhere.
+    let plain = Channel::from_shared(format!("http://{}", s.addr))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(plain) = plain {
+        let r = CustomerQueryClient::new(plain)
+            .get_stage_summary(v1::GetStageSummaryRequest::default())
+            .await;
+        assert!(r.is_err(), "a plain-text request was answered");
+    }
 }
