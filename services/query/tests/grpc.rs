@@ -745,3 +745,34 @@ async fn with_a_certificate_the_api_speaks_tls_only() {
         assert!(r.is_err(), "a plain-text request was answered");
     }
 }
+
+#[tokio::test]
+async fn oversized_requests_are_refused_and_an_expired_deadline_ends_a_call() {
+    let many: Vec<Profile> = (0..3000)
+        .map(|i| profile(&format!("p{i:05}"), Stage::Core, RiskLevel::Low, i))
+        .collect();
+    let s = start_with(
+        &many,
+        QueryConfig {
+            max_message_bytes: 4096,
+            ..QueryConfig::default()
+        },
+    )
+    .await;
+    let mut client = CustomerQueryClient::new(channel(s.addr).await);
+    let err = client
+        .batch_get_customers(v1::BatchGetCustomersRequest {
+            customer_ids: (0..100).map(|i| format!("{i:0>100}")).collect(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    // A report reads all 3,000 profiles; a deadline of a microsecond cannot be met.
+    let mut request = tonic::Request::new(v1::GetRetentionReportRequest::default());
+    request.set_timeout(Duration::from_micros(1));
+    let err = client.get_retention_report(request).await.unwrap_err();
+    assert!(
+        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{err:?}"
+    );
+}
