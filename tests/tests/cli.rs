@@ -317,7 +317,15 @@ fn every_binary_has_a_complete_help() {
     for (bin, needles) in [
         (
             "churnwatch",
-            &["demo", "generate", "eval", "bench", "footprint", "query"][..],
+            &[
+                "demo",
+                "generate",
+                "eval",
+                "bench",
+                "bench-query",
+                "footprint",
+                "query",
+            ][..],
         ),
         (
             "order-ingest",
@@ -348,6 +356,34 @@ fn every_binary_has_a_complete_help() {
         for n in needles {
             assert!(help.contains(n), "{bin} --help lacks {n}:\n{help}");
         }
+    }
+}
+
+#[test]
+fn bench_query_rebuilds_a_view_and_reports_latency_and_throughput() {
+    let o = run(
+        "churnwatch",
+        &[
+            "bench-query",
+            "--profiles",
+            "1500",
+            "--rate",
+            "200",
+            "--secs",
+            "1",
+            "--concurrency",
+            "4",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for needle in [
+        "view rebuilt from the topic: 1500 profiles",
+        "GetCustomer at 200 requests/s (200 sent",
+        "0 errors): p50",
+        "GetCustomer maximum:",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
 }
 

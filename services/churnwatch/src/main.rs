@@ -7,6 +7,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod bench_query;
 mod demo;
 mod eval;
 mod fit;
@@ -55,6 +56,9 @@ enum Command {
     Backfill(run::BackfillArgs),
     /// Measures throughput (core, bare relay, pipeline) and latency against a broker.
     Bench(bench::BenchArgs),
+    /// Measures the query service: view rebuild rate, GetCustomer latency at a fixed rate and
+    /// the most requests per second.
+    BenchQuery(bench_query::BenchQueryArgs),
     /// Measures scoring's state per customer (sled bytes on disk, resident memory).
     Footprint(footprint::FootprintArgs),
     /// Refits the BG/NBD, Gamma-Gamma and value-tier models of a scoring store now.
@@ -85,6 +89,11 @@ fn main() -> Result<()> {
         }
         Some(Command::Generate(args)) => generate::run(&args),
         Some(Command::Query(args)) => query_cli::run(&args, &shutdown),
+        Some(Command::BenchQuery(args)) => {
+            churnwatch_runtime::init_tracing(churnwatch_runtime::LogFormat::Pretty, quiet)
+                .map_err(anyhow::Error::msg)?;
+            bench_query::run(&args, &shutdown)
+        }
         Some(Command::Footprint(args)) => footprint::run(&args),
         Some(Command::Fit(args)) => {
             churnwatch_runtime::init_tracing(churnwatch_runtime::LogFormat::Pretty, "warn")
