@@ -12,6 +12,8 @@ step "test tools"
 # The end-to-end tests run against a real Kafka-protocol broker (tansu), installed once into
 # ~/.cargo/bin (about 15 minutes to build the first time).
 scripts/install-tansu.sh
+# The Python example client (examples/python) runs against the API in an end-to-end test.
+scripts/install-python-client.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -306,6 +306,29 @@ fn while_the_demo_runs_its_api_lists_the_customers_at_risk_with_reasons() {
     );
     let (ok, health) = ask(&["health"]);
     assert!(ok && health.trim() == "SERVING", "{health}");
+
+    // The README's Python client, built from the proto, against the same API.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join("target/python-client/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/install-python-client.sh (scripts/test.sh does)",
+        python.display()
+    );
+    let o = std::process::Command::new(&python)
+        .arg(root.join("examples/python/client.py"))
+        .arg(&addr)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for needle in ["STAGE_CORE", "last 12 months:", "at high risk or above", "no order for"] {
+        assert!(out.contains(needle), "{needle} missing from:\n{out}");
+    }
     let (status, _) = demo
         .terminate(std::time::Duration::from_secs(10))
         .expect("the demo stops on SIGTERM");
