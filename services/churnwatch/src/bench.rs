@@ -147,7 +147,7 @@ pub fn run(args: &BenchArgs, shutdown: &CancellationToken) -> Result<()> {
     };
     let stop = CancellationToken::new();
     let started = Instant::now();
-    let pipeline = Pipeline::start(ingest, scoring, &stop)?;
+    let pipeline = Pipeline::start(ingest, scoring, false, &stop)?;
     let drained = wait(limit, shutdown, || pipeline.caught_up(n));
     let secs = started.elapsed().as_secs_f64();
     let applied = pipeline.scoring.applied.load(Ordering::Relaxed);
@@ -273,7 +273,7 @@ fn latency(
         ..ScoringConfig::default()
     };
     let stop = CancellationToken::new();
-    let pipeline = Pipeline::start(ingest, scoring, &stop)?;
+    let pipeline = Pipeline::start(ingest, scoring, false, &stop)?;
     let (watcher, _) = churnwatch_kafka::consumer(
         &kafka,
         "bench-watch",

@@ -117,7 +117,7 @@ pub fn run(args: &DemoArgs, shutdown: &CancellationToken) -> Result<()> {
         "churnwatch demo: embedded Kafka broker at {}, {} synthetic customers over {} months",
         kafka.brokers, args.customers, args.months
     );
-    let mut pipeline = Pipeline::start(ingest, scoring, shutdown)?;
+    let mut pipeline = Pipeline::start(ingest, scoring, true, shutdown)?;
     let view = tempfile::tempdir()?;
     let api = pipeline.start_query(
         query::QueryConfig {

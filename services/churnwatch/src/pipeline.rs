@@ -63,10 +63,12 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts order-ingest and scoring on their own threads; they stop when `shutdown` is
-    /// cancelled.
+    /// cancelled. With `keep_profiles`, scoring's counters also keep every customer's latest
+    /// profile for a live summary.
     pub fn start(
         ingest: IngestConfig,
         scoring: ScoringConfig,
+        keep_profiles: bool,
         shutdown: &CancellationToken,
     ) -> Result<Self> {
         let store = churnwatch_store::Store::open_with_cache(
@@ -74,7 +76,11 @@ impl Pipeline {
             scoring.state_cache_mb << 20,
         )?;
         let ingest_stats = Arc::new(IngestStats::default());
-        let scoring_stats = Arc::new(ScoringStats::default());
+        let scoring_stats = Arc::new(if keep_profiles {
+            ScoringStats::keeping_profiles()
+        } else {
+            ScoringStats::default()
+        });
         let (ic, ictx) = churnwatch_kafka::consumer(
             &ingest.kafka,
             "order-ingest",
@@ -275,6 +281,7 @@ mod tests {
                 refit_interval: None,
                 ..ScoringConfig::default()
             },
+            false,
             &shutdown,
         )
         .unwrap();

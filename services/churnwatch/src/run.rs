@@ -111,7 +111,7 @@ pub fn run(args: &RunArgs, shutdown: &CancellationToken) -> Result<()> {
         clock,
         ..ScoringConfig::default()
     };
-    let mut pipeline = Pipeline::start(ingest, scoring, shutdown)?;
+    let mut pipeline = Pipeline::start(ingest, scoring, false, shutdown)?;
     let api = pipeline.start_query(
         query::QueryConfig {
             kafka: kafka.clone(),

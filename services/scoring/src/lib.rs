@@ -150,11 +150,22 @@ pub struct ScoringStats {
     /// Set to ask for a population refit at the next batch boundary (SIGHUP does); cleared
     /// when the refit starts.
     pub refit_requested: std::sync::atomic::AtomicBool,
-    /// The latest profile of every customer seen (for summaries).
+    /// Whether to keep every customer's latest profile in `profiles` (for the demo's live
+    /// summary; a service leaves it off, as the map grows with the customers).
+    pub keep_profiles: bool,
+    /// The latest profile of every customer seen, when `keep_profiles` is on.
     pub profiles: Mutex<HashMap<String, churnwatch_core::output::Profile>>,
 }
 
 impl ScoringStats {
+    /// Returns counters that also keep every customer's latest profile.
+    pub fn keeping_profiles() -> Self {
+        Self {
+            keep_profiles: true,
+            ..Self::default()
+        }
+    }
+
     /// Returns customers per stage from the latest profiles.
     pub fn stages(&self) -> BTreeMap<Stage, u64> {
         self.count_profiles(|p| p.stage)
@@ -435,6 +446,9 @@ impl Scoring<'_> {
                 Output::Risk(_) => s.risk_events.fetch_add(1, Ordering::Relaxed),
                 Output::Stage(_) => s.stage_events.fetch_add(1, Ordering::Relaxed),
             };
+        }
+        if !s.keep_profiles {
+            return;
         }
         let mut profiles = s.profiles.lock().unwrap_or_else(|p| p.into_inner());
         for (id, p) in &work.profiles {
