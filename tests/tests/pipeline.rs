@@ -162,6 +162,24 @@ impl Rig {
         )
     }
 
+    /// Starts order-ingest and scoring, feeds `feed` into `orders` and waits until both have
+    /// committed all of it; returns the running services.
+    fn run_through(&self, feed: &Feed) -> (Service, Service) {
+        let mut ingest = self.ingest();
+        let mut scoring = self.scoring();
+        produce(
+            &self.broker.brokers(),
+            "orders",
+            feed.lines.iter().map(|(k, v, _)| (k.clone(), v.clone())),
+        );
+        self.wait_drained(
+            feed.len(),
+            feed.accepted(),
+            &mut [&mut ingest, &mut scoring],
+        );
+        (ingest, scoring)
+    }
+
     fn committed(&self, group: &str, topic: &str) -> Option<i64> {
         group_committed(&self.broker.brokers(), group, topic)
     }
@@ -226,18 +244,7 @@ fn terminate_cleanly(service: &mut Service) {
 fn the_pipeline_ends_in_the_same_state_as_the_pure_core_and_dead_letters_with_reasons() {
     let rig = Rig::new(Storage::Memory);
     let feed = feed(250, 12, 21);
-    let mut ingest = rig.ingest();
-    let mut scoring = rig.scoring();
-    produce(
-        &rig.broker.brokers(),
-        "orders",
-        feed.lines.iter().map(|(k, v, _)| (k.clone(), v.clone())),
-    );
-    rig.wait_drained(
-        feed.len(),
-        feed.accepted(),
-        &mut [&mut ingest, &mut scoring],
-    );
+    let (mut ingest, mut scoring) = rig.run_through(&feed);
     terminate_cleanly(&mut scoring);
     terminate_cleanly(&mut ingest);
 
@@ -521,18 +528,7 @@ fn the_query_service_serves_what_scoring_computed_once_caught_up_and_rebuilds_an
     // memory engine does not deliver correctly (see Storage::Memory).
     let rig = Rig::new(Storage::Sqlite);
     let feed = feed(200, 12, 31);
-    let mut ingest = rig.ingest();
-    let mut scoring = rig.scoring();
-    produce(
-        &rig.broker.brokers(),
-        "orders",
-        feed.lines.iter().map(|(k, v, _)| (k.clone(), v.clone())),
-    );
-    rig.wait_drained(
-        feed.len(),
-        feed.accepted(),
-        &mut [&mut ingest, &mut scoring],
-    );
+    let (mut ingest, mut scoring) = rig.run_through(&feed);
     let want = reference(&feed);
 
     // Started after the profiles are all in the topic: once it says SERVING, the view holds

@@ -95,6 +95,15 @@ fn retention(r: &RetentionSummary) -> v1::RetentionAction {
     }
 }
 
+/// Returns the protobuf message of a risk reason.
+pub fn reason_to_proto(r: &churnwatch_core::output::Reason) -> v1::Reason {
+    v1::Reason {
+        code: r.code.clone(),
+        detail: r.detail.clone(),
+        contribution: r.contribution,
+    }
+}
+
 /// Returns the protobuf message of a customer profile.
 pub fn profile_to_proto(p: &Profile) -> v1::CustomerProfile {
     v1::CustomerProfile {
@@ -105,15 +114,7 @@ pub fn profile_to_proto(p: &Profile) -> v1::CustomerProfile {
         stage_since: p.stage_since.map(timestamp),
         risk_level: risk_level_to_proto(p.risk_level) as i32,
         risk_score: p.risk_score,
-        reasons: p
-            .reasons
-            .iter()
-            .map(|r| v1::Reason {
-                code: r.code.clone(),
-                detail: r.detail.clone(),
-                contribution: r.contribution,
-            })
-            .collect(),
+        reasons: p.reasons.iter().map(reason_to_proto).collect(),
         p_alive: p.p_alive,
         expected_purchases: p.expected_purchases,
         clv_12m_minor: p.clv_12m,

@@ -19,7 +19,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 mod convert;
 
 pub use convert::{
-    campaign_report_to_proto, profile_to_proto, profitability_report_to_proto,
+    campaign_report_to_proto, profile_to_proto, profitability_report_to_proto, reason_to_proto,
     retention_report_to_proto, risk_level_from_proto, risk_level_to_proto, stage_from_proto,
     stage_report_to_proto, stage_to_proto, tier_from_proto, tier_to_proto, timestamp,
 };

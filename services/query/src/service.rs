@@ -224,11 +224,7 @@ fn change_to_proto(epoch: u64, c: &Change) -> v1::WatchRiskChangesResponse {
             reasons: c
                 .reasons
                 .iter()
-                .map(|r| v1::Reason {
-                    code: r.code.clone(),
-                    detail: r.detail.clone(),
-                    contribution: r.contribution,
-                })
+                .map(churnwatch_proto::reason_to_proto)
                 .collect(),
         }),
     }

@@ -681,17 +681,16 @@ impl View {
             .unwrap_or(0))
     }
 
-    fn header(&self, customer: &str) -> Result<Option<Header>> {
-        let Some(v) = self
-            .tree
+    fn raw_profile(&self, customer: &str) -> Result<Option<sled::IVec>> {
+        self.tree
             .get(compose(&[&[PROFILE], customer.as_bytes()]))
-            .map_err(|e| self.sled_err(e))?
-        else {
-            return Ok(None);
-        };
-        Header::decode(&v)
-            .map(Some)
-            .ok_or_else(|| self.corrupt(customer, "short header"))
+            .map_err(|e| self.sled_err(e))
+    }
+
+    fn header(&self, customer: &str) -> Result<Option<Header>> {
+        self.raw_profile(customer)?
+            .map(|v| Header::decode(&v).ok_or_else(|| self.corrupt(customer, "short header")))
+            .transpose()
     }
 
     fn decode_profile(&self, customer: &[u8], v: &[u8]) -> Result<Profile> {
@@ -704,14 +703,43 @@ impl View {
 
     /// Returns a customer's profile.
     pub fn get(&self, customer: &str) -> Result<Option<Profile>> {
-        let Some(v) = self
-            .tree
-            .get(compose(&[&[PROFILE], customer.as_bytes()]))
-            .map_err(|e| self.sled_err(e))?
-        else {
-            return Ok(None);
-        };
-        self.decode_profile(customer.as_bytes(), &v).map(Some)
+        self.raw_profile(customer)?
+            .map(|v| self.decode_profile(customer.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Applies `profiles` as if read from `partition` at consecutive offsets from
+    /// `first_offset` (for tests and benchmarks that fill a view without Kafka).
+    ///
+    /// # Errors
+    ///
+    /// As [`View::apply`].
+    pub fn apply_profiles(
+        &self,
+        partition: i32,
+        first_offset: i64,
+        profiles: &[Profile],
+    ) -> Result<Applied> {
+        let json: Vec<Vec<u8>> = profiles
+            .iter()
+            .map(|p| serde_json::to_vec(p).expect("a profile serializes"))
+            .collect();
+        let messages: Vec<_> = profiles
+            .iter()
+            .zip(&json)
+            .enumerate()
+            .map(|(i, (p, j))| {
+                (
+                    partition,
+                    first_offset + i as i64,
+                    Incoming {
+                        customer_id: &p.customer_id,
+                        json: Some(j.as_slice()),
+                    },
+                )
+            })
+            .collect();
+        self.apply(&messages)
     }
 
     /// Returns the latest evaluation time of any profile applied: the "now" of the data.
@@ -913,26 +941,7 @@ mod tests {
     }
 
     fn apply_all(view: &View, partition: i32, first_offset: i64, profiles: &[Profile]) -> Applied {
-        let json: Vec<Vec<u8>> = profiles
-            .iter()
-            .map(|p| serde_json::to_vec(p).unwrap())
-            .collect();
-        let messages: Vec<_> = profiles
-            .iter()
-            .zip(&json)
-            .enumerate()
-            .map(|(i, (p, j))| {
-                (
-                    partition,
-                    first_offset + i as i64,
-                    Incoming {
-                        customer_id: &p.customer_id,
-                        json: Some(j.as_slice()),
-                    },
-                )
-            })
-            .collect();
-        view.apply(&messages).unwrap()
+        view.apply_profiles(partition, first_offset, profiles).unwrap()
     }
 
     fn open() -> (tempfile::TempDir, View) {

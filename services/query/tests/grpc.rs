@@ -10,7 +10,6 @@ use churnwatch_core::{RiskLevel, Stage, Timestamp};
 use churnwatch_proto::v1;
 use churnwatch_proto::v1::customer_query_client::CustomerQueryClient;
 use churnwatch_runtime::CancellationToken;
-use query::view::Incoming;
 use query::{QueryConfig, View};
 use tokio::sync::watch;
 use tonic::Code;
@@ -64,32 +63,9 @@ fn profile(id: &str, stage: Stage, level: RiskLevel, value_at_risk: i64) -> Prof
     p
 }
 
-fn fill(view: &View, profiles: &[Profile]) {
-    fill_at(view, 0, profiles);
-}
-
 /// Applies profiles as if read from partition 0 from `first_offset` on.
 fn fill_at(view: &View, first_offset: i64, profiles: &[Profile]) {
-    let json: Vec<Vec<u8>> = profiles
-        .iter()
-        .map(|p| serde_json::to_vec(p).unwrap())
-        .collect();
-    let messages: Vec<_> = profiles
-        .iter()
-        .zip(&json)
-        .enumerate()
-        .map(|(i, (p, j))| {
-            (
-                0,
-                first_offset + i as i64,
-                Incoming {
-                    customer_id: &p.customer_id,
-                    json: Some(j.as_slice()),
-                },
-            )
-        })
-        .collect();
-    view.apply(&messages).unwrap();
+    view.apply_profiles(0, first_offset, profiles).unwrap();
 }
 
 struct Server {
@@ -115,7 +91,7 @@ async fn start(profiles: &[Profile]) -> Server {
 async fn start_with(profiles: &[Profile], config: QueryConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let view = View::open(dir.path(), 16 << 20).unwrap();
-    fill(&view, profiles);
+    fill_at(&view, 0, profiles);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (caught_up, rx) = watch::channel(false);
