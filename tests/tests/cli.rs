@@ -321,12 +321,13 @@ fn while_the_demo_runs_its_api_lists_the_customers_at_risk_with_reasons() {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    for needle in ["STAGE_CORE", "last 12 months:", "at high risk or above", "no order for"] {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for needle in [
+        "STAGE_CORE",
+        "last 12 months:",
+        "at high risk or above",
+        "no order for",
+    ] {
         assert!(out.contains(needle), "{needle} missing from:\n{out}");
     }
     let (status, _) = demo

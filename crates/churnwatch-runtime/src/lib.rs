@@ -311,3 +311,61 @@ mod tests {
         assert!(init_tracing(LogFormat::Pretty, "not a [valid directive").is_err());
     }
 }
+
+/// The flags every service binary takes: configuration file, brokers, pass-through Kafka
+/// properties and logging. Flattened into each service's own arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    /// TOML configuration file; its keys are the service's configuration fields (e.g.
+    /// `state_dir`, `[kafka]`, `[kafka.properties]`), overridden by the environment and flags.
+    #[arg(long, env = "CHURNWATCH_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Kafka bootstrap servers (host:port, comma-separated) [default: 127.0.0.1:9092].
+    #[arg(long, env = "CHURNWATCH_BROKERS")]
+    pub brokers: Option<String>,
+    /// Extra librdkafka properties (KEY=VALUE, repeatable), e.g. security.protocol=SASL_SSL.
+    #[arg(
+        long = "kafka-property",
+        value_name = "KEY=VALUE",
+        env = "CHURNWATCH_KAFKA_PROPERTIES",
+        value_delimiter = ','
+    )]
+    pub kafka_properties: Vec<String>,
+    /// Log format: pretty or json.
+    #[arg(long, env = "CHURNWATCH_LOG_FORMAT", default_value = "pretty")]
+    pub log_format: LogFormat,
+    /// Log level filter, e.g. info or scoring=debug,rdkafka=warn.
+    #[arg(long, env = "CHURNWATCH_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+impl ServiceArgs {
+    /// Returns the overrides these flags make (brokers and Kafka properties).
+    ///
+    /// # Errors
+    ///
+    /// When a `--kafka-property` is not `KEY=VALUE`.
+    pub fn overrides(&self) -> Result<Overrides, String> {
+        let mut o = Overrides::new();
+        o.set("kafka.brokers", self.brokers.as_ref());
+        o.key_values("kafka.properties", &self.kafka_properties)
+            .map_err(|e| format!("--kafka-property {e}"))?;
+        Ok(o)
+    }
+
+    /// Reads the layered configuration (defaults < file < environment < `overrides`, which
+    /// should start from [`ServiceArgs::overrides`]) and sets up tracing.
+    ///
+    /// # Errors
+    ///
+    /// When the configuration does not read or the log level does not parse.
+    pub fn configure<T: DeserializeOwned + Serialize + Default>(
+        &self,
+        overrides: Overrides,
+    ) -> Result<T, String> {
+        let config =
+            layered(self.config.as_deref(), overrides.into_value()).map_err(|e| e.to_string())?;
+        init_tracing(self.log_format, &self.log_level)?;
+        Ok(config)
+    }
+}

@@ -6,11 +6,10 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use churnwatch_runtime::{LogFormat, Overrides, init_tracing, layered, shutdown_on_signals};
+use churnwatch_runtime::{Overrides, ServiceArgs, shutdown_on_signals};
 use clap::Parser;
 use order_ingest::{IngestConfig, IngestStats};
 
@@ -24,12 +23,8 @@ use order_ingest::{IngestConfig, IngestStats};
 #[derive(Debug, Parser)]
 #[command(name = "order-ingest", version, about, long_about)]
 struct Args {
-    /// TOML configuration file (keys as in IngestConfig: group_id, fx_rates, [kafka] brokers, ...).
-    #[arg(long, env = "CHURNWATCH_CONFIG")]
-    config: Option<PathBuf>,
-    /// Kafka bootstrap servers (host:port, comma-separated).
-    #[arg(long, env = "CHURNWATCH_BROKERS")]
-    brokers: Option<String>,
+    #[command(flatten)]
+    common: ServiceArgs,
     /// Consumer group id [default: churnwatch-order-ingest].
     #[arg(long, env = "CHURNWATCH_GROUP_ID")]
     group_id: Option<String>,
@@ -51,41 +46,26 @@ struct Args {
     /// Exchange rates into the reporting currency, e.g. "EUR=1.08,GBP=1.27".
     #[arg(long, env = "CHURNWATCH_FX_RATES")]
     fx_rates: Option<String>,
-    /// Extra librdkafka properties (KEY=VALUE, repeatable), e.g. security.protocol=SASL_SSL.
-    #[arg(
-        long = "kafka-property",
-        value_name = "KEY=VALUE",
-        env = "CHURNWATCH_KAFKA_PROPERTIES",
-        value_delimiter = ','
-    )]
-    kafka_properties: Vec<String>,
-    /// Log format: pretty or json.
-    #[arg(long, env = "CHURNWATCH_LOG_FORMAT", default_value = "pretty")]
-    log_format: LogFormat,
-    /// Log level filter, e.g. info or order_ingest=debug.
-    #[arg(long, env = "CHURNWATCH_LOG_LEVEL", default_value = "info")]
-    log_level: String,
 }
 
-fn overrides(a: &Args) -> Result<serde_json::Value> {
-    let mut o = Overrides::new();
-    o.set("kafka.brokers", a.brokers.as_ref())
-        .set("kafka.partitions", a.partitions)
+fn overrides(a: &Args) -> Result<Overrides> {
+    let mut o = a.common.overrides().map_err(anyhow::Error::msg)?;
+    o.set("kafka.partitions", a.partitions)
         .set("kafka.topics.orders", a.orders_topic.as_ref())
         .set("kafka.topics.accepted", a.accepted_topic.as_ref())
         .set("kafka.topics.dlq", a.dlq_topic.as_ref())
         .set("group_id", a.group_id.as_ref())
         .set("reporting_currency", a.reporting_currency.as_ref())
         .set("fx_rates", a.fx_rates.as_ref());
-    o.key_values("kafka.properties", &a.kafka_properties)
-        .map_err(|e| anyhow::anyhow!("--kafka-property {e}"))?;
-    Ok(o.into_value())
+    Ok(o)
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let config: IngestConfig = layered(args.config.as_deref(), overrides(&args)?)?;
-    init_tracing(args.log_format, &args.log_level).map_err(anyhow::Error::msg)?;
+    let config: IngestConfig = args
+        .common
+        .configure(overrides(&args)?)
+        .map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let shutdown = shutdown_on_signals();

@@ -10,14 +10,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use churnwatch_runtime::{LogFormat, Overrides, init_tracing, layered, shutdown_on_signals};
+use churnwatch_runtime::{Overrides, ServiceArgs, shutdown_on_signals};
 use clap::Parser;
 use query::{QueryConfig, View, ViewStats};
 
 /// Materialises the compacted `customer-profiles` topic into a read-optimised sled view and
 /// serves the churnwatch.v1 gRPC API from it: customer lookups, filtered and ordered customer
-/// lists, stage counts and bulk export, with grpc.health.v1 and server reflection. Reports
-/// NOT_SERVING until the view has caught up with the topic's end offsets at start-up.
+/// lists, stage counts and moves, the retention, profitability and campaign reports, a live
+/// stream of risk and stage changes and bulk export, with grpc.health.v1 and server
+/// reflection. Reports NOT_SERVING until the view has caught up with the topic's end offsets
+/// at start-up.
 ///
 /// Configuration is layered: built-in defaults < the TOML file given with --config < the
 /// CHURNWATCH_* environment variables < these flags. The view can always be rebuilt: stop
@@ -28,12 +30,8 @@ use query::{QueryConfig, View, ViewStats};
 #[derive(Debug, Parser)]
 #[command(name = "query", version, about, long_about)]
 struct Args {
-    /// TOML configuration file (keys as in QueryConfig: grpc_addr, view_dir, [kafka] ...).
-    #[arg(long, env = "CHURNWATCH_CONFIG")]
-    config: Option<PathBuf>,
-    /// Kafka bootstrap servers (host:port, comma-separated) [default: 127.0.0.1:9092].
-    #[arg(long, env = "CHURNWATCH_BROKERS")]
-    brokers: Option<String>,
+    #[command(flatten)]
+    common: ServiceArgs,
     /// Address the gRPC server listens on [default: 127.0.0.1:50051].
     #[arg(long, env = "CHURNWATCH_GRPC_ADDR")]
     grpc_addr: Option<String>,
@@ -62,26 +60,11 @@ struct Args {
     /// Compacted topic of customer profiles [default: customer-profiles].
     #[arg(long, env = "CHURNWATCH_PROFILES_TOPIC")]
     profiles_topic: Option<String>,
-    /// Extra librdkafka properties (KEY=VALUE, repeatable), e.g. security.protocol=SASL_SSL.
-    #[arg(
-        long = "kafka-property",
-        value_name = "KEY=VALUE",
-        env = "CHURNWATCH_KAFKA_PROPERTIES",
-        value_delimiter = ','
-    )]
-    kafka_properties: Vec<String>,
-    /// Log format: pretty or json.
-    #[arg(long, env = "CHURNWATCH_LOG_FORMAT", default_value = "pretty")]
-    log_format: LogFormat,
-    /// Log level filter, e.g. info or query=debug.
-    #[arg(long, env = "CHURNWATCH_LOG_LEVEL", default_value = "info")]
-    log_level: String,
 }
 
-fn overrides(a: &Args) -> Result<serde_json::Value> {
-    let mut o = Overrides::new();
-    o.set("kafka.brokers", a.brokers.as_ref())
-        .set("kafka.topics.profiles", a.profiles_topic.as_ref())
+fn overrides(a: &Args) -> Result<Overrides> {
+    let mut o = a.common.overrides().map_err(anyhow::Error::msg)?;
+    o.set("kafka.topics.profiles", a.profiles_topic.as_ref())
         .set("grpc_addr", a.grpc_addr.as_ref())
         .set("view_dir", a.view_dir.as_ref())
         .set("view_cache_mb", a.view_cache_mb)
@@ -91,15 +74,15 @@ fn overrides(a: &Args) -> Result<serde_json::Value> {
             "auth_tokens",
             (!a.auth_tokens.is_empty()).then_some(&a.auth_tokens),
         );
-    o.key_values("kafka.properties", &a.kafka_properties)
-        .map_err(|e| anyhow::anyhow!("--kafka-property {e}"))?;
-    Ok(o.into_value())
+    Ok(o)
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let config: QueryConfig = layered(args.config.as_deref(), overrides(&args)?)?;
-    init_tracing(args.log_format, &args.log_level).map_err(anyhow::Error::msg)?;
+    let config: QueryConfig = args
+        .common
+        .configure(overrides(&args)?)
+        .map_err(anyhow::Error::msg)?;
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n  - {}", e.join("\n  - ")))?;

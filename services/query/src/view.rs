@@ -941,7 +941,8 @@ mod tests {
     }
 
     fn apply_all(view: &View, partition: i32, first_offset: i64, profiles: &[Profile]) -> Applied {
-        view.apply_profiles(partition, first_offset, profiles).unwrap()
+        view.apply_profiles(partition, first_offset, profiles)
+            .unwrap()
     }
 
     fn open() -> (tempfile::TempDir, View) {

@@ -9,7 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use churnwatch_runtime::{LogFormat, Overrides, init_tracing, layered, shutdown_on_signals};
+use churnwatch_runtime::{Overrides, ServiceArgs, shutdown_on_signals};
 use clap::Parser;
 use scoring::{ScoringConfig, ScoringStats};
 
@@ -27,14 +27,10 @@ use scoring::{ScoringConfig, ScoringStats};
 #[derive(Debug, Parser)]
 #[command(name = "scoring", version, about, long_about)]
 struct Args {
+    #[command(flatten)]
+    common: ServiceArgs,
     #[command(subcommand)]
     command: Option<Command>,
-    /// TOML configuration file (keys as in ScoringConfig: state_dir, clock, [thresholds], [kafka] ...).
-    #[arg(long, env = "CHURNWATCH_CONFIG")]
-    config: Option<PathBuf>,
-    /// Kafka bootstrap servers (host:port, comma-separated).
-    #[arg(long, env = "CHURNWATCH_BROKERS")]
-    brokers: Option<String>,
     /// Consumer group id [default: churnwatch-scoring].
     #[arg(long, env = "CHURNWATCH_GROUP_ID")]
     group_id: Option<String>,
@@ -70,20 +66,6 @@ struct Args {
     /// Compacted topic of customer profiles [default: customer-profiles].
     #[arg(long, env = "CHURNWATCH_PROFILES_TOPIC")]
     profiles_topic: Option<String>,
-    /// Extra librdkafka properties (KEY=VALUE, repeatable), e.g. security.protocol=SASL_SSL.
-    #[arg(
-        long = "kafka-property",
-        value_name = "KEY=VALUE",
-        env = "CHURNWATCH_KAFKA_PROPERTIES",
-        value_delimiter = ','
-    )]
-    kafka_properties: Vec<String>,
-    /// Log format: pretty or json.
-    #[arg(long, env = "CHURNWATCH_LOG_FORMAT", default_value = "pretty")]
-    log_format: LogFormat,
-    /// Log level filter, e.g. info or scoring=debug.
-    #[arg(long, env = "CHURNWATCH_LOG_LEVEL", default_value = "info")]
-    log_level: String,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -116,10 +98,9 @@ fn export(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn overrides(a: &Args) -> Result<serde_json::Value> {
-    let mut o = Overrides::new();
-    o.set("kafka.brokers", a.brokers.as_ref())
-        .set("kafka.partitions", a.partitions)
+fn overrides(a: &Args) -> Result<Overrides> {
+    let mut o = a.common.overrides().map_err(anyhow::Error::msg)?;
+    o.set("kafka.partitions", a.partitions)
         .set("kafka.topics.accepted", a.accepted_topic.as_ref())
         .set("kafka.topics.risk", a.risk_topic.as_ref())
         .set("kafka.topics.stage", a.stage_topic.as_ref())
@@ -140,9 +121,7 @@ fn overrides(a: &Args) -> Result<serde_json::Value> {
                 }
             }),
         );
-    o.key_values("kafka.properties", &a.kafka_properties)
-        .map_err(|e| anyhow::anyhow!("--kafka-property {e}"))?;
-    Ok(o.into_value())
+    Ok(o)
 }
 
 /// `kill -HUP <pid>` asks for a population refit now (`churnwatch fit` on a running store
@@ -174,8 +153,10 @@ fn main() -> Result<()> {
     if let Some(Command::Export { state_dir }) = &args.command {
         return export(state_dir);
     }
-    let config: ScoringConfig = layered(args.config.as_deref(), overrides(&args)?)?;
-    init_tracing(args.log_format, &args.log_level).map_err(anyhow::Error::msg)?;
+    let config: ScoringConfig = args
+        .common
+        .configure(overrides(&args)?)
+        .map_err(anyhow::Error::msg)?;
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n  - {}", e.join("\n  - ")))?;
