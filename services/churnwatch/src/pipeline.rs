@@ -206,7 +206,7 @@ pub fn feed<'a>(
     progress: &indicatif::ProgressBar,
     stop: &CancellationToken,
 ) -> Result<u64> {
-    let mut in_flight = Vec::with_capacity(10_000);
+    let mut in_flight = Vec::with_capacity(FEED_WINDOW);
     let mut sent = 0u64;
     for (key, payload) in messages {
         if stop.is_cancelled() {
@@ -217,7 +217,7 @@ pub fn feed<'a>(
             .payload(payload.as_slice());
         in_flight.push(churnwatch_kafka::send(producer, record));
         sent += 1;
-        if in_flight.len() == in_flight.capacity() {
+        if in_flight.len() >= FEED_WINDOW {
             settle(&mut in_flight)?;
             progress.set_position(sent);
         }
@@ -227,8 +227,12 @@ pub fn feed<'a>(
     Ok(sent)
 }
 
+/// Messages in flight before the feeder waits for their acknowledgements.
+const FEED_WINDOW: usize = 10_000;
+
 fn settle(in_flight: &mut Vec<churnwatch_kafka::rdkafka::producer::DeliveryFuture>) -> Result<()> {
-    for r in futures::executor::block_on(futures::future::join_all(std::mem::take(in_flight))) {
+    // Drained, not taken: the vector keeps its capacity for the next window.
+    for r in futures::executor::block_on(futures::future::join_all(in_flight.drain(..))) {
         match r {
             Ok(Ok(_)) => {}
             Ok(Err((e, _))) => anyhow::bail!("the broker refused an event: {e}"),
