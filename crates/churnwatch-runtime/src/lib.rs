@@ -1,7 +1,10 @@
 //! What every churnwatch service process needs around its work: configuration layered as
 //! defaults < TOML file < `CHURNWATCH_*` environment < command-line flags, tracing set-up
-//! (`--log-format json|pretty`, `--log-level`), and a shutdown token cancelled by SIGTERM or
-//! SIGINT.
+//! (`--log-format json|pretty`, `--log-level`), a shutdown token cancelled by SIGTERM or
+//! SIGINT, and the admin HTTP endpoint (`/metrics`, `/healthz`, `/readyz`).
+
+pub mod admin;
+pub mod metrics;
 
 use std::path::Path;
 

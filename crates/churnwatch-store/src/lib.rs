@@ -71,6 +71,27 @@ const SEEN: u8 = b'e';
 const TIMER: u8 = b't';
 const WATERMARK: &[u8] = b"mwatermark";
 
+/// Opens a sled database, waiting up to a second for its file lock: a database closed in this
+/// process releases the lock only once sled's background threads have let go of it, so an
+/// immediate reopen (a restart in place, `fit` after scoring stopped) can find it still held.
+/// Another process holding it still fails, a second later.
+///
+/// # Errors
+///
+/// What sled says once the wait is over.
+pub fn open_sled(config: sled::Config) -> sled::Result<sled::Db> {
+    let mut attempts = 0;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if attempts < 50 && e.to_string().contains("acquire lock") => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The sled database of one scoring process.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -103,12 +124,13 @@ impl Store {
             path: path.clone(),
             source,
         };
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(sled_err)?;
+        let db = open_sled(
+            sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_bytes)
+                .mode(sled::Mode::HighThroughput),
+        )
+        .map_err(sled_err)?;
         let meta = db.open_tree("meta").map_err(sled_err)?;
         match meta.get(META_VERSION).map_err(sled_err)? {
             None => {

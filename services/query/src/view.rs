@@ -379,12 +379,13 @@ impl View {
             path: path.clone(),
             source,
         };
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(err)?;
+        let db = churnwatch_store::open_sled(
+            sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_bytes)
+                .mode(sled::Mode::HighThroughput),
+        )
+        .map_err(err)?;
         let tree = db.open_tree("view").map_err(err)?;
         match db.get(VERSION_KEY).map_err(err)? {
             None => {
