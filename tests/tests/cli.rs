@@ -358,6 +358,7 @@ fn every_binary_has_a_complete_help() {
                 "orders-dlq",
                 "CHURNWATCH_BROKERS",
                 "--kafka-property",
+                "--admin-addr",
             ][..],
         ),
         (

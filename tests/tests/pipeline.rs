@@ -11,7 +11,8 @@ use churnwatch_core::{CustomerState, Model, ParseConfig, Timestamp, parse_event}
 use churnwatch_e2e::bin;
 use churnwatch_synth::{FX_RATES_TO_USD, LineKind, SynthConfig, generate};
 use churnwatch_testkit::{
-    Broker, Service, Storage, consume_all, group_committed, header, produce, topic_end, wait_until,
+    Broker, Service, Storage, consume_all, group_committed, header, http_get, metric, produce,
+    topic_end, wait_until,
 };
 
 /// A generated feed: its lines in feed order, with the label of each.
@@ -245,6 +246,54 @@ fn the_pipeline_ends_in_the_same_state_as_the_pure_core_and_dead_letters_with_re
     let rig = Rig::new(Storage::Memory);
     let feed = feed(250, 12, 21);
     let (mut ingest, mut scoring) = rig.run_through(&feed);
+
+    // What the services count is what happened, on their /metrics.
+    let scrape = |s: &Service| {
+        let addr = s.admin_addr().expect("the admin endpoint is logged");
+        assert_eq!(http_get(&addr, "/readyz").unwrap().0, 200);
+        assert_eq!(http_get(&addr, "/healthz").unwrap().0, 200);
+        let (status, text) = http_get(&addr, "/metrics").unwrap();
+        assert_eq!(status, 200);
+        text
+    };
+    let ingest_metrics = scrape(&ingest);
+    let malformed = feed
+        .lines
+        .iter()
+        .filter(|(_, _, k)| matches!(k, LineKind::Malformed(_)))
+        .count() as f64;
+    assert_eq!(
+        metric(&ingest_metrics, "churnwatch_ingest_messages_consumed_total"),
+        Some(feed.len() as f64)
+    );
+    assert_eq!(
+        metric(&ingest_metrics, "churnwatch_ingest_dlq_produced_total"),
+        Some(malformed)
+    );
+    assert!(
+        ingest_metrics
+            .contains("churnwatch_ingest_messages_rejected_total{reason=\"malformed_json\"}")
+    );
+    assert!(ingest_metrics.contains("churnwatch_ingest_batch_duration_seconds_bucket"));
+    let scoring_metrics = scrape(&scoring);
+    assert_eq!(
+        metric(
+            &scoring_metrics,
+            "churnwatch_scoring_messages_consumed_total"
+        ),
+        Some(feed.accepted() as f64)
+    );
+    for series in [
+        "churnwatch_scoring_events_applied_total",
+        "churnwatch_scoring_pending_timers",
+        "churnwatch_scoring_state_disk_bytes",
+    ] {
+        assert!(
+            metric(&scoring_metrics, series).is_some_and(|v| v > 0.0),
+            "{series} in:\n{scoring_metrics}"
+        );
+    }
+
     terminate_cleanly(&mut scoring);
     terminate_cleanly(&mut ingest);
 
@@ -555,6 +604,22 @@ fn the_query_service_serves_what_scoring_computed_once_caught_up_and_rebuilds_an
     }
     let (ok, stages) = ask(&addr, &["--json", "stages"]);
     assert!(ok);
+    let admin = query.admin_addr().expect("the admin endpoint is logged");
+    assert_eq!(
+        http_get(&admin, "/readyz").unwrap().0,
+        200,
+        "ready once caught up"
+    );
+    let (_, text) = http_get(&admin, "/metrics").unwrap();
+    let core_now = want
+        .values()
+        .filter(|s| s.stage == churnwatch_core::Stage::Core)
+        .count() as f64;
+    assert_eq!(
+        metric(&text, "churnwatch_customers{stage=\"core\"}"),
+        Some(core_now),
+        "{text}"
+    );
     let stages: serde_json::Value = serde_json::from_str(&stages).unwrap();
     assert_eq!(stages["total_customers"], want.len());
     // The at-risk list a retention manager reads: customers with their reasons in sentences.

@@ -340,6 +340,10 @@ pub struct ServiceArgs {
     /// Log level filter, e.g. info or scoring=debug,rdkafka=warn.
     #[arg(long, env = "CHURNWATCH_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Address of the admin HTTP endpoint: /metrics (Prometheus), /healthz, /readyz
+    /// [default: 127.0.0.1:9101 order-ingest, :9102 scoring, :9103 query; "off" disables it].
+    #[arg(long, env = "CHURNWATCH_ADMIN_ADDR")]
+    pub admin_addr: Option<String>,
 }
 
 impl ServiceArgs {
@@ -354,6 +358,40 @@ impl ServiceArgs {
         o.key_values("kafka.properties", &self.kafka_properties)
             .map_err(|e| format!("--kafka-property {e}"))?;
         Ok(o)
+    }
+
+    /// Starts the admin endpoint (unless `--admin-addr off`) on the given address or
+    /// `default`, serving `registry` and `readiness` until `shutdown`; returns the address.
+    /// Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// When the address does not parse or cannot be bound.
+    pub async fn start_admin(
+        &self,
+        default: &str,
+        registry: prometheus_client::registry::Registry,
+        readiness: admin::Readiness,
+        shutdown: CancellationToken,
+    ) -> Result<Option<std::net::SocketAddr>, String> {
+        let addr = self.admin_addr.as_deref().unwrap_or(default);
+        if addr == "off" {
+            return Ok(None);
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            format!("cannot listen on {addr} for the admin endpoint (--admin-addr): {e}")
+        })?;
+        let bound = listener.local_addr().ok();
+        tracing::info!(addr = ?bound, "admin endpoint listening: /metrics, /healthz, /readyz");
+        tokio::spawn(async move {
+            if let Err(e) =
+                admin::serve_admin(listener, std::sync::Arc::new(registry), readiness, shutdown)
+                    .await
+            {
+                tracing::error!(error = %e, "the admin endpoint failed");
+            }
+        });
+        Ok(bound)
     }
 
     /// Reads the layered configuration (defaults < file < environment < `overrides`, which

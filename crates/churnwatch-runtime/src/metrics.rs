@@ -63,6 +63,28 @@ pub fn gauge_by(
     Ok(())
 }
 
+/// Writes a histogram the service observes into.
+pub fn histogram(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    h: &prometheus_client::metrics::histogram::Histogram,
+) -> fmt::Result {
+    h.encode(enc.encode_descriptor(name, help, None, h.metric_type())?)
+}
+
+/// Returns a histogram of durations in seconds, 1 ms to about 16 s.
+pub fn seconds_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new(seconds_buckets())
+}
+
+/// Returns a histogram of batch sizes in messages, 1 to about 32,000.
+pub fn messages_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new(
+        prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 16),
+    )
+}
+
 /// Returns histogram buckets for durations in seconds, from 1 ms to about 16 s.
 pub fn seconds_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15)

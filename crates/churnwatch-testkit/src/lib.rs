@@ -187,6 +187,9 @@ impl Service {
             .open(&log)
             .expect("service log file");
         let mut cmd = Command::new(program);
+        // Every service gets its admin endpoint on a free port (parallel tests would collide
+        // on the defaults); `admin_addr` reads it back from the log.
+        cmd.env("CHURNWATCH_ADMIN_ADDR", "127.0.0.1:0");
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log handle"))
@@ -207,6 +210,22 @@ impl Service {
     /// Returns the service's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Returns the address the service's admin endpoint listens on, once it has logged it.
+    pub fn admin_addr(&self) -> Option<String> {
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("admin endpoint listening"))?;
+        let start = line.find("127.0.0.1:")?;
+        let rest = &line[start..];
+        let end = rest
+            .char_indices()
+            .skip("127.0.0.1:".len())
+            .find(|(_, c)| !c.is_ascii_digit())
+            .map_or(rest.len(), |(i, _)| i);
+        Some(rest[..end].to_owned())
     }
 
     /// Returns whether the process is still running.
@@ -382,4 +401,34 @@ pub fn group_committed(brokers: &str, group: &str, topic: &str) -> Option<i64> {
             )
             .sum(),
     )
+}
+
+/// Sends `GET path` over HTTP/1.1 to `addr` and returns the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Returns the value of the first sample of `series` (name with labels, as written) in a
+/// Prometheus text exposition.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }

@@ -221,7 +221,15 @@ pub fn run(args: &BenchQueryArgs, shutdown: &CancellationToken) -> Result<()> {
                     .build()?;
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    query::run(config, listener, view, stats, stop).await?;
+                    query::run(
+                        config,
+                        listener,
+                        view,
+                        stats,
+                        churnwatch_runtime::admin::Readiness::not_ready("starting"),
+                        stop,
+                    )
+                    .await?;
                     Ok(())
                 })
             })?

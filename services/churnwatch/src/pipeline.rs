@@ -159,7 +159,15 @@ impl Pipeline {
                         .build()?;
                     runtime.block_on(async move {
                         let listener = tokio::net::TcpListener::from_std(listener)?;
-                        query::run(config, listener, view, stats, shutdown).await?;
+                        query::run(
+                            config,
+                            listener,
+                            view,
+                            stats,
+                            churnwatch_runtime::admin::Readiness::not_ready("starting"),
+                            shutdown,
+                        )
+                        .await?;
                         Ok(())
                     })
                 })?,

@@ -16,7 +16,10 @@ use churnwatch_kafka::rdkafka::consumer::{CommitMode, Consumer};
 use churnwatch_kafka::rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use churnwatch_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use churnwatch_kafka::{KafkaConfig, RebalanceContext, SafeConsumer};
-use churnwatch_runtime::CancellationToken;
+use churnwatch_runtime::{CancellationToken, metrics};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, info_span, warn};
 
@@ -86,8 +89,9 @@ impl IngestConfig {
     }
 }
 
-/// Counters of what ingest did, shared with whoever reports them.
-#[derive(Debug, Default)]
+/// Counters of what ingest did, shared with whoever reports them: the demo's summary, and
+/// Prometheus through its [`Collector`](prometheus_client::collector::Collector).
+#[derive(Debug)]
 pub struct IngestStats {
     /// Messages consumed and handled: accepted or rejected, every produce acknowledged.
     pub consumed: AtomicU64,
@@ -99,6 +103,82 @@ pub struct IngestStats {
     pub batches: AtomicU64,
     /// Produce attempts that failed and were retried.
     pub produce_retries: AtomicU64,
+    /// Seconds from a batch's poll to its offsets being stored.
+    pub batch_seconds: Histogram,
+    /// Messages per batch.
+    pub batch_messages: Histogram,
+}
+
+impl Default for IngestStats {
+    fn default() -> Self {
+        Self {
+            consumed: AtomicU64::default(),
+            accepted: AtomicU64::default(),
+            rejected: Default::default(),
+            batches: AtomicU64::default(),
+            produce_retries: AtomicU64::default(),
+            batch_seconds: metrics::seconds_histogram(),
+            batch_messages: metrics::messages_histogram(),
+        }
+    }
+}
+
+impl Collector for IngestStats {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        metrics::counter(
+            &mut enc,
+            "churnwatch_ingest_messages_consumed",
+            "Messages read from the orders topic and handled (accepted or dead-lettered, every produce acknowledged).",
+            n(&self.consumed),
+        )?;
+        metrics::counter(
+            &mut enc,
+            "churnwatch_ingest_events_accepted",
+            "Events accepted and produced to the accepted topic, keyed by customer.",
+            n(&self.accepted),
+        )?;
+        metrics::counter_by(
+            &mut enc,
+            "churnwatch_ingest_messages_rejected",
+            "Messages rejected, by reason code; each is produced to the dead-letter topic.",
+            "reason",
+            RejectCode::ALL
+                .iter()
+                .zip(&self.rejected)
+                .map(|(c, a)| (c.as_str().to_owned(), n(a))),
+        )?;
+        metrics::counter(
+            &mut enc,
+            "churnwatch_ingest_dlq_produced",
+            "Messages produced to the dead-letter topic.",
+            self.rejected_total(),
+        )?;
+        metrics::counter(
+            &mut enc,
+            "churnwatch_ingest_batches",
+            "Batches completed (their offsets stored).",
+            n(&self.batches),
+        )?;
+        metrics::counter(
+            &mut enc,
+            "churnwatch_ingest_produce_retries",
+            "Produce attempts that failed and were retried.",
+            n(&self.produce_retries),
+        )?;
+        metrics::histogram(
+            &mut enc,
+            "churnwatch_ingest_batch_duration_seconds",
+            "Seconds from a batch's poll to its offsets being stored.",
+            &self.batch_seconds,
+        )?;
+        metrics::histogram(
+            &mut enc,
+            "churnwatch_ingest_batch_messages",
+            "Messages per batch.",
+            &self.batch_messages,
+        )
+    }
 }
 
 impl IngestStats {
@@ -213,6 +293,7 @@ pub fn run(
         if batch.is_empty() {
             continue;
         }
+        let started = std::time::Instant::now();
         if !process_batch(&batch, &parse, config, producer, shutdown, stats) {
             // Shutting down before every produce was acknowledged: store nothing for this
             // batch, so it is consumed again on restart.
@@ -220,6 +301,8 @@ pub fn run(
         }
         churnwatch_kafka::store_batch_offsets(consumer, &batch);
         stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.batch_seconds.observe(started.elapsed().as_secs_f64());
+        stats.batch_messages.observe(batch.len() as f64);
     }
     info!("order-ingest stopping: committing offsets");
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {

@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use churnwatch_runtime::admin::Readiness;
 use churnwatch_runtime::{Overrides, ServiceArgs, shutdown_on_signals};
 use clap::Parser;
 use order_ingest::{IngestConfig, IngestStats};
@@ -72,6 +73,19 @@ fn main() -> Result<()> {
         config
             .parse_config()
             .map_err(|e| anyhow::anyhow!("invalid configuration:\n  - {}", e.join("\n  - ")))?;
+        let stats = Arc::new(IngestStats::default());
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(stats.clone()));
+        let readiness = Readiness::not_ready("waiting for the Kafka brokers");
+        args.common
+            .start_admin(
+                "127.0.0.1:9101",
+                registry,
+                readiness.clone(),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
         if !churnwatch_kafka::bootstrap_topics_waiting(&config.kafka, &shutdown).await? {
             return Ok(());
         }
@@ -82,7 +96,7 @@ fn main() -> Result<()> {
             &[&config.kafka.topics.orders],
         )?;
         let producer = churnwatch_kafka::producer(&config.kafka, "order-ingest")?;
-        let stats = Arc::new(IngestStats::default());
+        readiness.set_ready();
         let worker = tokio::task::spawn_blocking(move || {
             order_ingest::run(&config, &consumer, &context, &producer, &shutdown, &stats)
         });

@@ -18,7 +18,7 @@ pub mod materialize;
 pub mod service;
 pub mod view;
 
-pub use materialize::ViewStats;
+pub use materialize::{ViewMetrics, ViewStats};
 pub use service::QueryService;
 pub use view::View;
 
@@ -193,7 +193,8 @@ impl tonic::service::Interceptor for BearerAuth {
 }
 
 /// Runs the whole service until `shutdown`: the materialiser on a blocking thread keeping
-/// `view` in step with the profile topic, and the API on `listener`. A failing materialiser
+/// `view` in step with the profile topic, and the API on `listener`; `readiness` follows the
+/// view catching up. A failing materialiser
 /// stops the service rather than leave it serving a view that no longer moves.
 ///
 /// # Errors
@@ -204,9 +205,20 @@ pub async fn run(
     listener: TcpListener,
     view: View,
     stats: std::sync::Arc<ViewStats>,
+    readiness: churnwatch_runtime::admin::Readiness,
     shutdown: CancellationToken,
 ) -> Result<(), QueryError> {
     let (caught_up_tx, caught_up) = watch::channel(false);
+    {
+        // Ready (for /readyz) once the view has caught up, as health says SERVING.
+        let mut caught_up = caught_up.clone();
+        tokio::spawn(async move {
+            readiness.set_not_ready("the view is catching up with the profile topic");
+            if caught_up.wait_for(|c| *c).await.is_ok() {
+                readiness.set_ready();
+            }
+        });
+    }
     let materializer = {
         let (config, view, shutdown) = (config.clone(), view.clone(), shutdown.clone());
         tokio::task::spawn_blocking(move || {

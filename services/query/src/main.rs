@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use churnwatch_runtime::admin::Readiness;
 use churnwatch_runtime::{Overrides, ServiceArgs, shutdown_on_signals};
 use clap::Parser;
 use query::{QueryConfig, View, ViewStats};
@@ -94,14 +95,23 @@ fn main() -> Result<()> {
         let listener = tokio::net::TcpListener::bind(&config.grpc_addr)
             .await
             .with_context(|| format!("cannot listen on {} (--grpc-addr)", config.grpc_addr))?;
-        query::run(
-            config,
-            listener,
-            view,
-            Arc::new(ViewStats::default()),
-            shutdown,
-        )
-        .await?;
+        let stats = Arc::new(ViewStats::default());
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(query::ViewMetrics {
+            view: view.clone(),
+            stats: stats.clone(),
+        }));
+        let readiness = Readiness::not_ready("starting");
+        args.common
+            .start_admin(
+                "127.0.0.1:9103",
+                registry,
+                readiness.clone(),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
+        query::run(config, listener, view, stats, readiness, shutdown).await?;
         Ok(())
     })
 }

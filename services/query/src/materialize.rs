@@ -27,6 +27,66 @@ pub struct ViewStats {
     pub invalid: AtomicU64,
 }
 
+/// The view's figures for Prometheus, read at each scrape.
+#[derive(Debug)]
+pub struct ViewMetrics {
+    /// The view.
+    pub view: View,
+    /// The materialiser's counters.
+    pub stats: std::sync::Arc<ViewStats>,
+}
+
+impl prometheus_client::collector::Collector for ViewMetrics {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        use churnwatch_runtime::metrics;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        metrics::counter(
+            &mut enc,
+            "churnwatch_query_profiles_consumed",
+            "Messages read from the profile topic.",
+            n(&self.stats.consumed),
+        )?;
+        metrics::counter(
+            &mut enc,
+            "churnwatch_query_profiles_written",
+            "Profiles written into the view.",
+            n(&self.stats.written),
+        )?;
+        metrics::counter(
+            &mut enc,
+            "churnwatch_query_profiles_invalid",
+            "Messages on the profile topic that were not profiles, skipped.",
+            n(&self.stats.invalid),
+        )?;
+        if let Ok(stages) = self.view.stage_counts() {
+            metrics::gauge_by(
+                &mut enc,
+                "churnwatch_customers",
+                "Customers per lifecycle stage, as the query view holds them.",
+                "stage",
+                stages
+                    .into_iter()
+                    .map(|(s, c)| (s.as_str().to_owned(), c as f64)),
+            )?;
+        }
+        metrics::gauge(
+            &mut enc,
+            "churnwatch_query_view_disk_bytes",
+            "Bytes the sled view occupies on disk.",
+            self.view.size_on_disk().unwrap_or(0) as f64,
+        )?;
+        metrics::counter(
+            &mut enc,
+            "churnwatch_query_changes_logged",
+            "Risk-level and stage changes recorded in the view's change log.",
+            self.view.next_change(),
+        )
+    }
+}
+
 /// Errors that stop the materialiser.
 #[derive(Debug, thiserror::Error)]
 pub enum MaterializeError {

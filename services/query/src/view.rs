@@ -884,6 +884,11 @@ impl View {
         Ok(out)
     }
 
+    /// Returns the bytes the view occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        self.db.size_on_disk().map_err(|e| self.sled_err(e))
+    }
+
     /// Makes everything applied so far durable.
     pub fn flush(&self) -> Result<()> {
         self.db.flush().map(|_| ()).map_err(|e| self.sled_err(e))

@@ -24,8 +24,11 @@ use churnwatch_kafka::rdkafka::consumer::{CommitMode, Consumer};
 use churnwatch_kafka::rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use churnwatch_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use churnwatch_kafka::{KafkaConfig, RebalanceContext, SafeConsumer};
-use churnwatch_runtime::CancellationToken;
+use churnwatch_runtime::{CancellationToken, metrics};
 use churnwatch_store::{Commit, Partition, Store};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, info_span, warn};
 
@@ -126,8 +129,9 @@ impl ScoringConfig {
     }
 }
 
-/// Counters and live figures of scoring, shared with whoever reports them.
-#[derive(Debug, Default)]
+/// Counters and live figures of scoring, shared with whoever reports them: the demo's summary,
+/// and Prometheus through its [`Collector`](prometheus_client::collector::Collector).
+#[derive(Debug)]
 pub struct ScoringStats {
     /// Messages consumed.
     pub consumed: AtomicU64,
@@ -155,6 +159,162 @@ pub struct ScoringStats {
     pub keep_profiles: bool,
     /// The latest profile of every customer seen, when `keep_profiles` is on.
     pub profiles: Mutex<HashMap<String, churnwatch_core::output::Profile>>,
+    /// Silence timers pending over the owned partitions, after the latest batch.
+    pub pending_timers: AtomicU64,
+    /// Model refits whose BG/NBD or Gamma-Gamma fit failed (the previous parameters stay).
+    pub refit_failures: AtomicU64,
+    /// Seconds from a batch's poll to its offsets being stored.
+    pub batch_seconds: Histogram,
+    /// Messages per batch.
+    pub batch_messages: Histogram,
+    /// Seconds a population refit took.
+    pub fit_seconds: Histogram,
+    /// The parameters in use: BG/NBD r, alpha, a, b and Gamma-Gamma p, q, v.
+    pub params: Mutex<Option<ModelParams>>,
+}
+
+impl Default for ScoringStats {
+    fn default() -> Self {
+        Self {
+            consumed: AtomicU64::default(),
+            applied: AtomicU64::default(),
+            duplicates: AtomicU64::default(),
+            invalid: AtomicU64::default(),
+            timers_fired: AtomicU64::default(),
+            risk_events: AtomicU64::default(),
+            stage_events: AtomicU64::default(),
+            batches: AtomicU64::default(),
+            refits: AtomicU64::default(),
+            refit_requested: std::sync::atomic::AtomicBool::default(),
+            keep_profiles: false,
+            profiles: Mutex::default(),
+            pending_timers: AtomicU64::default(),
+            refit_failures: AtomicU64::default(),
+            batch_seconds: metrics::seconds_histogram(),
+            batch_messages: metrics::messages_histogram(),
+            fit_seconds: metrics::seconds_histogram(),
+            params: Mutex::default(),
+        }
+    }
+}
+
+impl Collector for ScoringStats {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for (name, help, value) in [
+            (
+                "churnwatch_scoring_messages_consumed",
+                "Messages read from the accepted topic.",
+                &self.consumed,
+            ),
+            (
+                "churnwatch_scoring_events_applied",
+                "Events applied to customer states.",
+                &self.applied,
+            ),
+            (
+                "churnwatch_scoring_events_duplicate",
+                "Redelivered or repeated events recognised by event id and ignored.",
+                &self.duplicates,
+            ),
+            (
+                "churnwatch_scoring_messages_invalid",
+                "Messages on the accepted topic that were not events (sent to the DLQ).",
+                &self.invalid,
+            ),
+            (
+                "churnwatch_scoring_timers_fired",
+                "Silence timers that fired.",
+                &self.timers_fired,
+            ),
+            (
+                "churnwatch_scoring_risk_events",
+                "customer-risk events published (risk level changes).",
+                &self.risk_events,
+            ),
+            (
+                "churnwatch_scoring_stage_events",
+                "customer-stage events published (stage changes).",
+                &self.stage_events,
+            ),
+            (
+                "churnwatch_scoring_batches",
+                "Batches made durable (offsets stored).",
+                &self.batches,
+            ),
+            (
+                "churnwatch_scoring_model_fits",
+                "Population refits of the models.",
+                &self.refits,
+            ),
+            (
+                "churnwatch_scoring_model_fit_failures",
+                "Refits in which a model failed to fit and kept its previous parameters.",
+                &self.refit_failures,
+            ),
+        ] {
+            metrics::counter(&mut enc, name, help, n(value))?;
+        }
+        metrics::gauge(
+            &mut enc,
+            "churnwatch_scoring_pending_timers",
+            "Silence timers pending over the partitions this process owns.",
+            n(&self.pending_timers) as f64,
+        )?;
+        metrics::histogram(
+            &mut enc,
+            "churnwatch_scoring_batch_duration_seconds",
+            "Seconds from a batch's poll to its offsets being stored.",
+            &self.batch_seconds,
+        )?;
+        metrics::histogram(
+            &mut enc,
+            "churnwatch_scoring_batch_messages",
+            "Messages per batch.",
+            &self.batch_messages,
+        )?;
+        metrics::histogram(
+            &mut enc,
+            "churnwatch_scoring_model_fit_duration_seconds",
+            "Seconds a population refit took.",
+            &self.fit_seconds,
+        )?;
+        if let Some(p) = *self.params.lock().unwrap_or_else(|p| p.into_inner()) {
+            metrics::gauge_by(
+                &mut enc,
+                "churnwatch_scoring_model_parameter",
+                "The fitted parameters in use: BG/NBD r, alpha, a, b; Gamma-Gamma p, q, v.",
+                "parameter",
+                [
+                    ("bgnbd_r", p.bgnbd.r),
+                    ("bgnbd_alpha", p.bgnbd.alpha),
+                    ("bgnbd_a", p.bgnbd.a),
+                    ("bgnbd_b", p.bgnbd.b),
+                    ("gamma_gamma_p", p.gamma_gamma.p),
+                    ("gamma_gamma_q", p.gamma_gamma.q),
+                    ("gamma_gamma_v", p.gamma_gamma.v),
+                ]
+                .map(|(k, v)| (k.to_owned(), v)),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Exposes the store's size on disk, read at each scrape.
+#[derive(Debug)]
+pub struct StoreMetrics(pub Store);
+
+impl Collector for StoreMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let bytes = self.0.size_on_disk().unwrap_or(0);
+        metrics::gauge(
+            &mut enc,
+            "churnwatch_scoring_state_disk_bytes",
+            "Bytes the sled state store occupies on disk.",
+            bytes as f64,
+        )
+    }
 }
 
 impl ScoringStats {
@@ -294,6 +454,7 @@ impl Scoring<'_> {
             {
                 self.adopt(p)?;
             }
+            let started = Instant::now();
             if !self.process(&batch, shutdown)? {
                 break;
             }
@@ -306,7 +467,18 @@ impl Scoring<'_> {
                     "batch durable; offsets stored"
                 );
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .batch_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.stats.batch_messages.observe(batch.len() as f64);
             }
+            self.stats.pending_timers.store(
+                self.partitions
+                    .values()
+                    .map(|o| o.engine.timers().len() as u64)
+                    .sum(),
+                Ordering::Relaxed,
+            );
             self.maybe_refit()?;
         }
         info!("scoring stopping: flushing state and committing offsets");
@@ -553,7 +725,15 @@ impl Scoring<'_> {
                 .unwrap_or_default(),
         };
         let partitions: Vec<&Partition> = self.partitions.values().map(|o| &o.store).collect();
+        let started = Instant::now();
         let fit = refit_population(self.store, &partitions, &self.model, now)?;
+        self.stats
+            .fit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if fit.bgnbd.is_err() || fit.gamma_gamma.is_err() {
+            self.stats.refit_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        *self.stats.params.lock().unwrap_or_else(|p| p.into_inner()) = Some(fit.params);
         self.model.params = fit.params;
         for owned in self.partitions.values_mut() {
             owned.engine.model.params = fit.params;

@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use churnwatch_runtime::admin::Readiness;
 use churnwatch_runtime::{Overrides, ServiceArgs, shutdown_on_signals};
 use clap::Parser;
 use scoring::{ScoringConfig, ScoringStats};
@@ -165,6 +166,20 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let shutdown = shutdown_on_signals();
+        let stats = std::sync::Arc::new(ScoringStats::default());
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(stats.clone()));
+        registry.register_collector(Box::new(scoring::StoreMetrics(store.clone())));
+        let readiness = Readiness::not_ready("waiting for the Kafka brokers");
+        args.common
+            .start_admin(
+                "127.0.0.1:9102",
+                registry,
+                readiness.clone(),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
         if !churnwatch_kafka::bootstrap_topics_waiting(&config.kafka, &shutdown).await? {
             return Ok(());
         }
@@ -175,7 +190,7 @@ fn main() -> Result<()> {
             &[&config.kafka.topics.accepted],
         )?;
         let producer = churnwatch_kafka::producer(&config.kafka, "scoring")?;
-        let stats = std::sync::Arc::new(ScoringStats::default());
+        readiness.set_ready();
         refit_on_sighup(&stats);
         let worker = tokio::task::spawn_blocking(move || {
             scoring::run(
