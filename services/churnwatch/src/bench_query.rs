@@ -210,30 +210,13 @@ pub fn run(args: &BenchQueryArgs, shutdown: &CancellationToken) -> Result<()> {
     let addr = listener.local_addr()?;
     let stats = Arc::new(query::ViewStats::default());
     let stop = shutdown.child_token();
-    let server = {
-        let (view, stats, stop) = (view.clone(), stats.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("query".into())
-            .spawn(move || -> Result<()> {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()?;
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
-                    query::run(
-                        config,
-                        listener,
-                        view,
-                        stats,
-                        churnwatch_runtime::admin::Readiness::not_ready("starting"),
-                        stop,
-                    )
-                    .await?;
-                    Ok(())
-                })
-            })?
-    };
+    let server = crate::pipeline::spawn_query(
+        config,
+        listener,
+        view.clone(),
+        stats.clone(),
+        stop.clone(),
+    )?;
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -49,6 +49,36 @@ impl EmbeddedBroker {
     }
 }
 
+/// Runs the query service (materialiser and API) on a thread of its own with its own async
+/// runtime, on an already-bound non-blocking `listener`, until `shutdown`.
+///
+/// # Errors
+///
+/// When the thread cannot be started; the service's own failure is the thread's result.
+pub fn spawn_query(
+    config: query::QueryConfig,
+    listener: std::net::TcpListener,
+    view: query::View,
+    stats: Arc<query::ViewStats>,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<Result<()>>> {
+    Ok(std::thread::Builder::new()
+        .name("query".into())
+        .spawn(move || -> Result<()> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("query-rt")
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let readiness = churnwatch_runtime::admin::Readiness::not_ready("starting");
+                query::run(config, listener, view, stats, readiness, shutdown).await?;
+                Ok(())
+            })
+        })?)
+}
+
 /// The running services.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -149,28 +179,7 @@ impl Pipeline {
         let shutdown = shutdown.clone();
         self.threads.push((
             "query",
-            std::thread::Builder::new()
-                .name("query".into())
-                .spawn(move || -> Result<()> {
-                    let runtime = tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(2)
-                        .thread_name("query-rt")
-                        .enable_all()
-                        .build()?;
-                    runtime.block_on(async move {
-                        let listener = tokio::net::TcpListener::from_std(listener)?;
-                        query::run(
-                            config,
-                            listener,
-                            view,
-                            stats,
-                            churnwatch_runtime::admin::Readiness::not_ready("starting"),
-                            shutdown,
-                        )
-                        .await?;
-                        Ok(())
-                    })
-                })?,
+            spawn_query(config, listener, view, stats, shutdown)?,
         ));
         Ok(addr)
     }
