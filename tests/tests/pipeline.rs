@@ -616,8 +616,20 @@ fn the_query_service_serves_what_scoring_computed_once_caught_up_and_rebuilds_an
         .filter(|s| s.stage == churnwatch_core::Stage::Core)
         .count() as f64;
     assert_eq!(
-        metric(&text, "churnwatch_customers{stage=\"core\"}"),
+        metric(&text, "churnwatch_customers_by_stage{stage=\"core\"}"),
         Some(core_now),
+        "{text}"
+    );
+    let critical_now = want
+        .values()
+        .filter(|s| s.risk_level == churnwatch_core::RiskLevel::Critical)
+        .count() as f64;
+    assert_eq!(
+        metric(
+            &text,
+            "churnwatch_customers_by_risk_level{level=\"critical\"}"
+        ),
+        Some(critical_now),
         "{text}"
     );
     let stages: serde_json::Value = serde_json::from_str(&stages).unwrap();

@@ -210,13 +210,8 @@ pub fn run(args: &BenchQueryArgs, shutdown: &CancellationToken) -> Result<()> {
     let addr = listener.local_addr()?;
     let stats = Arc::new(query::ViewStats::default());
     let stop = shutdown.child_token();
-    let server = crate::pipeline::spawn_query(
-        config,
-        listener,
-        view.clone(),
-        stats.clone(),
-        stop.clone(),
-    )?;
+    let server =
+        crate::pipeline::spawn_query(config, listener, view.clone(), stats.clone(), stop.clone())?;
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

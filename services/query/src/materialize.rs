@@ -64,12 +64,23 @@ impl prometheus_client::collector::Collector for ViewMetrics {
         if let Ok(stages) = self.view.stage_counts() {
             metrics::gauge_by(
                 &mut enc,
-                "churnwatch_customers",
+                "churnwatch_customers_by_stage",
                 "Customers per lifecycle stage, as the query view holds them.",
                 "stage",
                 stages
                     .into_iter()
                     .map(|(s, c)| (s.as_str().to_owned(), c as f64)),
+            )?;
+        }
+        if let Ok(levels) = self.view.level_counts() {
+            metrics::gauge_by(
+                &mut enc,
+                "churnwatch_customers_by_risk_level",
+                "Customers per risk level, as the query view holds them.",
+                "level",
+                levels
+                    .into_iter()
+                    .map(|(l, c)| (l.as_str().to_owned(), c as f64)),
             )?;
         }
         metrics::gauge(

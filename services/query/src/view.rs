@@ -8,7 +8,7 @@
 //! - `v` value at risk ↓, customer → facets; `r` risk score ↓; `m` margin ↓ (the three orders);
 //! - `l` risk level, risk score ↓; `g` stage, value at risk ↓; `t` value tier, margin ↓;
 //!   `d` margin ↓ of divest candidates only (filtered lists without a scan);
-//! - `c` stage → customers in it; `o` partition → next offset to read; `a` the latest
+//! - `c` stage → customers in it; `k` risk level → customers at it; `o` partition → next offset to read; `a` the latest
 //!   evaluation time of any profile (the "now" of reports);
 //! - `x` sequence number → a risk-level or stage change seen between a customer's profiles
 //!   (the log `WatchRiskChanges` streams and resumes from), `n` the next sequence number, `E`
@@ -27,7 +27,7 @@ use churnwatch_core::profit::ValueTier;
 use churnwatch_core::{RiskLevel, Stage, Timestamp};
 
 /// The view's layout version; another version's directory is refused.
-pub const VIEW_VERSION: u32 = 1;
+pub const VIEW_VERSION: u32 = 2;
 
 /// Changes kept in the log by default.
 pub const DEFAULT_MAX_CHANGES: u64 = 1_000_000;
@@ -82,6 +82,7 @@ const BY_STAGE: u8 = b'g';
 const BY_TIER: u8 = b't';
 const DIVEST: u8 = b'd';
 const STAGE_COUNT: u8 = b'c';
+const LEVEL_COUNT: u8 = b'k';
 const OFFSET: u8 = b'o';
 const LATEST_ASSESSED: &[u8] = b"a";
 const CHANGE: u8 = b'x';
@@ -550,7 +551,8 @@ impl View {
         // The batch's own writes, seen by its later messages: customer → header now (None:
         // deleted).
         let mut pending: BTreeMap<String, Option<Header>> = BTreeMap::new();
-        let mut counts: BTreeMap<u8, i64> = BTreeMap::new();
+        // Count keys ([STAGE_COUNT, stage] or [LEVEL_COUNT, level]) → change in this batch.
+        let mut counts: BTreeMap<[u8; 2], i64> = BTreeMap::new();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         let mut latest = self.latest_assessed_at()?;
         let latest_before = latest;
@@ -588,7 +590,12 @@ impl View {
                 for k in old.index_keys(m.customer_id) {
                     batch.remove(k);
                 }
-                *counts.entry(stage_byte(old.facets.stage)).or_default() -= 1;
+                *counts
+                    .entry([STAGE_COUNT, stage_byte(old.facets.stage)])
+                    .or_default() -= 1;
+                *counts
+                    .entry([LEVEL_COUNT, level_byte(old.facets.risk_level)])
+                    .or_default() -= 1;
             }
             let profile_key = compose(&[&[PROFILE], m.customer_id.as_bytes()]);
             if let Some((header, _, p)) = &new {
@@ -621,7 +628,12 @@ impl View {
                         batch.insert(k, &facets);
                     }
                     batch.insert(profile_key, header.encode(json));
-                    *counts.entry(stage_byte(header.facets.stage)).or_default() += 1;
+                    *counts
+                        .entry([STAGE_COUNT, stage_byte(header.facets.stage)])
+                        .or_default() += 1;
+                    *counts
+                        .entry([LEVEL_COUNT, level_byte(header.facets.risk_level)])
+                        .or_default() += 1;
                     pending.insert(m.customer_id.to_owned(), Some(header));
                     applied.written += 1;
                 }
@@ -634,9 +646,8 @@ impl View {
                 }
             }
         }
-        for (stage, delta) in counts {
+        for (key, delta) in counts {
             if delta != 0 {
-                let key = [STAGE_COUNT, stage];
                 let now = self.count_of(&key)? as i64 + delta;
                 batch.insert(&key, &(now.max(0) as u64).to_be_bytes());
             }
@@ -774,6 +785,19 @@ impl View {
             .iter()
             .map(|s| Ok((*s, self.count_of(&[STAGE_COUNT, stage_byte(*s)])?)))
             .collect()
+    }
+
+    /// Returns the customers at each risk level, lowest first.
+    pub fn level_counts(&self) -> Result<Vec<(RiskLevel, u64)>> {
+        [
+            RiskLevel::Low,
+            RiskLevel::Medium,
+            RiskLevel::High,
+            RiskLevel::Critical,
+        ]
+        .iter()
+        .map(|l| Ok((*l, self.count_of(&[LEVEL_COUNT, level_byte(*l)])?)))
+        .collect()
     }
 
     /// Returns the number of profiles.
@@ -1254,6 +1278,10 @@ mod tests {
             prop_assert_eq!(got, expected);
             let total: u64 = view.stage_counts().unwrap().iter().map(|(_, n)| n).sum();
             prop_assert_eq!(total, latest.len() as u64);
+            for (level, n) in view.level_counts().unwrap() {
+                let want = latest.values().filter(|p| p.risk_level == level).count() as u64;
+                prop_assert_eq!(n, want, "customers at {:?}", level);
+            }
         }
     }
 }
