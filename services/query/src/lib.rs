@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
+pub mod grpc_metrics;
 pub mod materialize;
 pub mod service;
 pub mod view;
@@ -220,14 +221,27 @@ pub async fn run(
         });
     }
     let materializer = {
-        let (config, view, shutdown) = (config.clone(), view.clone(), shutdown.clone());
+        let (config, view, shutdown, stats) = (
+            config.clone(),
+            view.clone(),
+            shutdown.clone(),
+            stats.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             let r = materialize::run(&config, &view, &stats, &caught_up_tx, &shutdown);
             shutdown.cancel();
             r
         })
     };
-    serve(config, listener, view, caught_up, shutdown).await?;
+    serve(
+        config,
+        listener,
+        view,
+        caught_up,
+        stats.grpc.clone(),
+        shutdown,
+    )
+    .await?;
     materializer.await.map_err(|_| QueryError::Panicked)??;
     Ok(())
 }
@@ -252,7 +266,8 @@ fn tls_config(
     ))
 }
 
-/// Serves the API on `listener` until `shutdown`: NOT_SERVING on `grpc.health.v1` until
+/// Serves the API on `listener` until `shutdown`, counting requests in `grpc_metrics`:
+/// NOT_SERVING on `grpc.health.v1` until
 /// `caught_up` says the view has caught up, SERVING after, NOT_SERVING again as soon as
 /// shutdown begins; then requests in flight get up to `config.shutdown_grace` to finish.
 ///
@@ -264,6 +279,7 @@ pub async fn serve(
     listener: TcpListener,
     view: View,
     mut caught_up: watch::Receiver<bool>,
+    grpc_metrics: grpc_metrics::GrpcMetrics,
     shutdown: CancellationToken,
 ) -> Result<(), QueryError> {
     let tls = tls_config(&config)?;
@@ -340,6 +356,7 @@ pub async fn serve(
     }
     let server = builder
         .timeout(Duration::from_secs(60))
+        .layer(grpc_metrics::GrpcMetricsLayer(grpc_metrics))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

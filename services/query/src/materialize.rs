@@ -16,7 +16,8 @@ use tracing::{info, warn};
 use crate::QueryConfig;
 use crate::view::{Incoming, View};
 
-/// Counters of the materialiser, shared with whoever reports them.
+/// Counters of the query service (the materialiser's and the gRPC server's), shared with
+/// whoever reports them.
 #[derive(Debug, Default)]
 pub struct ViewStats {
     /// Profile messages read.
@@ -25,6 +26,8 @@ pub struct ViewStats {
     pub written: AtomicU64,
     /// Messages that are not profiles, skipped.
     pub invalid: AtomicU64,
+    /// Requests, responses by code and latency of the gRPC server, by method.
+    pub grpc: crate::grpc_metrics::GrpcMetrics,
 }
 
 /// The view's figures for Prometheus, read at each scrape.
@@ -94,7 +97,8 @@ impl prometheus_client::collector::Collector for ViewMetrics {
             "churnwatch_query_changes_logged",
             "Risk-level and stage changes recorded in the view's change log.",
             self.view.next_change(),
-        )
+        )?;
+        self.stats.grpc.encode(&mut enc)
     }
 }
 

@@ -71,6 +71,7 @@ fn fill_at(view: &View, first_offset: i64, profiles: &[Profile]) {
 struct Server {
     addr: SocketAddr,
     view: View,
+    grpc: query::grpc_metrics::GrpcMetrics,
     caught_up: watch::Sender<bool>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), query::QueryError>>,
@@ -96,16 +97,19 @@ async fn start_with(profiles: &[Profile], config: QueryConfig) -> Server {
     let addr = listener.local_addr().unwrap();
     let (caught_up, rx) = watch::channel(false);
     let shutdown = CancellationToken::new();
+    let grpc = query::grpc_metrics::GrpcMetrics::default();
     let task = tokio::spawn(query::serve(
         config,
         listener,
         view.clone(),
         rx,
+        grpc.clone(),
         shutdown.clone(),
     ));
     Server {
         addr,
         view,
+        grpc,
         caught_up,
         shutdown,
         task,
@@ -230,6 +234,11 @@ async fn a_customer_is_found_by_id_with_its_reasons_and_an_unknown_one_is_not_fo
         "{}",
         err.message()
     );
+    // Every call was counted by method and code.
+    let method = "churnwatch.v1.CustomerQuery/GetCustomer";
+    assert_eq!(s.grpc.responses(method, "Ok"), 1);
+    assert_eq!(s.grpc.responses(method, "NotFound"), 1);
+    assert_eq!(s.grpc.responses(method, "InvalidArgument"), 1);
 }
 
 #[tokio::test]
