@@ -239,6 +239,8 @@ fn the_demo_runs_the_pipeline_on_an_embedded_broker_and_exits_when_done() {
             "--once",
             "--grpc-addr",
             "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -267,6 +269,7 @@ fn while_the_demo_runs_its_api_lists_the_customers_at_risk_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let port = churnwatch_testkit::free_port();
     let addr = format!("127.0.0.1:{port}");
+    let admin = format!("127.0.0.1:{}", churnwatch_testkit::free_port());
     let mut demo = churnwatch_testkit::Service::start(
         &churnwatch_e2e::bin("churnwatch"),
         &[
@@ -277,6 +280,8 @@ fn while_the_demo_runs_its_api_lists_the_customers_at_risk_with_reasons() {
             "12",
             "--grpc-addr",
             &addr,
+            "--admin-addr",
+            &admin,
         ],
         &[],
         dir.path(),
@@ -306,6 +311,20 @@ fn while_the_demo_runs_its_api_lists_the_customers_at_risk_with_reasons() {
     );
     let (ok, health) = ask(&["health"]);
     assert!(ok && health.trim() == "SERVING", "{health}");
+    // One /metrics for the three services running in the process.
+    let (status, text) = churnwatch_testkit::http_get(&admin, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for series in [
+        "churnwatch_ingest_messages_consumed_total",
+        "churnwatch_scoring_events_applied_total",
+        "churnwatch_customers_by_stage{stage=\"core\"}",
+        "churnwatch_query_profiles_written_total",
+    ] {
+        assert!(
+            churnwatch_testkit::metric(&text, series).is_some_and(|v| v > 0.0),
+            "{series} missing from:\n{text}"
+        );
+    }
 
     // The README's Python client, built from the proto, against the same API.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -44,6 +44,9 @@ pub struct DemoArgs {
     /// Address the query service's gRPC API listens on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub grpc_addr: String,
+    /// Address of the admin endpoint: /metrics of all services, /healthz, /readyz.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    pub admin_addr: String,
     #[command(flatten)]
     pub core: CoreArgs,
 }
@@ -58,6 +61,7 @@ impl Default for DemoArgs {
             partitions: 4,
             once: false,
             grpc_addr: "127.0.0.1:50051".into(),
+            admin_addr: "127.0.0.1:9100".into(),
             core: CoreArgs {
                 reporting_currency: churnwatch_core::money::CurrencyCode::default(),
                 fx_rates: churnwatch_synth::FX_RATES_TO_USD.to_owned(),
@@ -128,9 +132,11 @@ pub fn run(args: &DemoArgs, shutdown: &CancellationToken) -> Result<()> {
         },
         shutdown,
     )?;
+    let admin = pipeline.start_admin(&args.admin_addr, shutdown)?;
     eprintln!(
         "gRPC API (churnwatch.v1.CustomerQuery) at {api}; try: churnwatch query --addr {api} at-risk --level high"
     );
+    eprintln!("metrics at http://{admin}/metrics");
 
     let spinner = progress::spinner("simulating");
     let data = generate(&SynthConfig {

@@ -88,6 +88,8 @@ pub struct Pipeline {
     pub scoring: Arc<ScoringStats>,
     /// The query view's counters, once query runs.
     pub query: Option<Arc<query::ViewStats>>,
+    store: churnwatch_store::Store,
+    view: Option<query::View>,
     threads: Vec<(&'static str, JoinHandle<Result<()>>)>,
 }
 
@@ -105,6 +107,7 @@ impl Pipeline {
             &scoring.state_dir,
             scoring.state_cache_mb << 20,
         )?;
+        let store_handle = store.clone();
         let ingest_stats = Arc::new(IngestStats::default());
         let scoring_stats = Arc::new(if keep_profiles {
             ScoringStats::keeping_profiles()
@@ -154,6 +157,8 @@ impl Pipeline {
             ingest: ingest_stats,
             scoring: scoring_stats,
             query: None,
+            store: store_handle,
+            view: None,
             threads,
         })
     }
@@ -176,12 +181,62 @@ impl Pipeline {
         let addr = listener.local_addr()?;
         let stats = Arc::new(query::ViewStats::default());
         self.query = Some(stats.clone());
+        self.view = Some(view.clone());
         let shutdown = shutdown.clone();
         self.threads.push((
             "query",
             spawn_query(config, listener, view, stats, shutdown)?,
         ));
         Ok(addr)
+    }
+
+    /// Serves the admin endpoint (`/metrics` of every service running here, `/healthz`,
+    /// `/readyz`) on `addr` on a thread of its own until `shutdown`; returns the address.
+    pub fn start_admin(
+        &mut self,
+        addr: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<std::net::SocketAddr> {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(self.ingest.clone()));
+        registry.register_collector(Box::new(self.scoring.clone()));
+        registry.register_collector(Box::new(scoring::StoreMetrics(self.store.clone())));
+        if let (Some(view), Some(stats)) = (&self.view, &self.query) {
+            registry.register_collector(Box::new(query::ViewMetrics {
+                view: view.clone(),
+                stats: stats.clone(),
+            }));
+        }
+        let listener = std::net::TcpListener::bind(addr).with_context(|| {
+            format!("cannot listen on {addr} for the admin endpoint (--admin-addr)")
+        })?;
+        listener.set_nonblocking(true)?;
+        let bound = listener.local_addr()?;
+        let readiness = churnwatch_runtime::admin::Readiness::not_ready("starting");
+        readiness.set_ready();
+        let shutdown = shutdown.clone();
+        self.threads.push((
+            "admin",
+            std::thread::Builder::new()
+                .name("admin".into())
+                .spawn(move || -> Result<()> {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(listener)?;
+                        churnwatch_runtime::admin::serve_admin(
+                            listener,
+                            Arc::new(registry),
+                            readiness,
+                            shutdown,
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })?,
+        ));
+        Ok(bound)
     }
 
     /// Returns whether every service thread is still running.

@@ -74,6 +74,9 @@ pub struct RunArgs {
     /// Address the query service's gRPC API listens on.
     #[arg(long, env = "CHURNWATCH_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: String,
+    /// Address of the admin endpoint: /metrics of all services, /healthz, /readyz.
+    #[arg(long, env = "CHURNWATCH_ADMIN_ADDR", default_value = "127.0.0.1:9100")]
+    pub admin_addr: String,
     /// Directory of the query service's sled view (rebuilt from customer-profiles when empty).
     #[arg(long, env = "CHURNWATCH_VIEW_DIR", default_value = "churnwatch-view")]
     pub view_dir: PathBuf,
@@ -122,6 +125,8 @@ pub fn run(args: &RunArgs, shutdown: &CancellationToken) -> Result<()> {
         shutdown,
     )?;
     tracing::info!(addr = %api, "gRPC API listening");
+    let admin = pipeline.start_admin(&args.admin_addr, shutdown)?;
+    tracing::info!(addr = %admin, "admin endpoint listening: /metrics, /healthz, /readyz");
     let mut last = Instant::now();
     while !shutdown.is_cancelled() && pipeline.running() {
         std::thread::sleep(Duration::from_millis(200));
