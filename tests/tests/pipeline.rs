@@ -275,6 +275,14 @@ fn the_pipeline_ends_in_the_same_state_as_the_pure_core_and_dead_letters_with_re
             .contains("churnwatch_ingest_messages_rejected_total{reason=\"malformed_json\"}")
     );
     assert!(ingest_metrics.contains("churnwatch_ingest_batch_duration_seconds_bucket"));
+    // Lag comes from librdkafka's statistics, every 5 s; drained, it is zero.
+    let lag = "churnwatch_consumer_lag_messages{group=\"churnwatch-order-ingest\",topic=\"orders\",partition=\"0\"}";
+    assert!(
+        wait_until(Duration::from_secs(20), || metric(&scrape(&ingest), lag)
+            == Some(0.0)),
+        "{lag} in:\n{}",
+        scrape(&ingest)
+    );
     let scoring_metrics = scrape(&scoring);
     assert_eq!(
         metric(

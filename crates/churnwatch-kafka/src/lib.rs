@@ -170,6 +170,8 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            // Statistics (every 5 s) carry each partition's consumer lag for the metrics.
+            .set("statistics.interval.ms", "5000")
             // How long a fetch may wait for data. Kafka answers as soon as data arrives, so
             // this only bounds idle fetches; brokers such as tansu hold every fetch this long,
             // which puts it straight into each hop's latency (librdkafka's default is 500).
@@ -389,9 +391,18 @@ pub struct RebalanceContext {
     /// Per topic, per partition: the offset expected next.
     next: Arc<Mutex<HashMap<String, HashMap<i32, i64>>>>,
     skipped: Arc<std::sync::atomic::AtomicU64>,
+    /// Per topic and partition: messages behind the log end, from librdkafka's statistics.
+    lags: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
 }
 
 impl RebalanceContext {
+    /// Returns the consumer lag of each partition this consumer fetches (messages between
+    /// its position and the log end), as of librdkafka's latest statistics
+    /// (`statistics.interval.ms`).
+    pub fn lags(&self) -> BTreeMap<(String, i32), i64> {
+        self.lags.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Returns and clears the assignment changes seen since the last call.
     pub fn take_changes(&self) -> AssignmentChanges {
         std::mem::take(&mut *self.changes.lock().unwrap_or_else(|p| p.into_inner()))
@@ -437,7 +448,21 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lags = BTreeMap::new();
+        for (topic, t) in &statistics.topics {
+            for (id, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" queue; a lag of -1 means
+                // not known yet (no position or no log end).
+                if *id >= 0 && p.consumer_lag >= 0 {
+                    lags.insert((topic.clone(), *id), p.consumer_lag);
+                }
+            }
+        }
+        *self.lags.lock().unwrap_or_else(|p| p.into_inner()) = lags;
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -492,6 +517,57 @@ impl ConsumerContext for RebalanceContext {
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
             Rebalance::Revoke(_) => {}
         }
+    }
+}
+
+/// Exposes a consumer's lag per partition as the gauge `churnwatch_consumer_lag_messages`
+/// {group, topic, partition}; empty until the consumer exists and librdkafka reported
+/// statistics.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerLag {
+    group: String,
+    context: Arc<std::sync::OnceLock<RebalanceContext>>,
+}
+
+impl ConsumerLag {
+    /// Returns the lag gauge of the consumer group `group`.
+    pub fn new(group: &str) -> Self {
+        Self {
+            group: group.to_owned(),
+            context: Arc::default(),
+        }
+    }
+
+    /// Starts reporting the consumer of `context`.
+    pub fn watch(&self, context: &RebalanceContext) {
+        let _ = self.context.set(context.clone());
+    }
+}
+
+impl prometheus_client::collector::Collector for ConsumerLag {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let mut family = enc.encode_descriptor(
+            "churnwatch_consumer_lag_messages",
+            "Messages between the consumer's position and the partition's log end.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        if let Some(context) = self.context.get() {
+            for ((topic, partition), lag) in context.lags() {
+                let labels = [
+                    ("group", self.group.clone()),
+                    ("topic", topic),
+                    ("partition", partition.to_string()),
+                ];
+                ConstGauge::new(lag).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -90,6 +90,7 @@ pub struct Pipeline {
     pub query: Option<Arc<query::ViewStats>>,
     store: churnwatch_store::Store,
     view: Option<query::View>,
+    lags: Vec<churnwatch_kafka::ConsumerLag>,
     threads: Vec<(&'static str, JoinHandle<Result<()>>)>,
 }
 
@@ -128,6 +129,12 @@ impl Pipeline {
             &[&scoring.kafka.topics.accepted],
         )?;
         let sp = churnwatch_kafka::producer(&scoring.kafka, "scoring")?;
+        let lags = vec![
+            churnwatch_kafka::ConsumerLag::new(&ingest.group_id),
+            churnwatch_kafka::ConsumerLag::new(&scoring.group_id),
+        ];
+        lags[0].watch(&ictx);
+        lags[1].watch(&sctx);
         let mut threads = Vec::new();
         {
             let (stats, shutdown) = (ingest_stats.clone(), shutdown.clone());
@@ -159,6 +166,7 @@ impl Pipeline {
             query: None,
             store: store_handle,
             view: None,
+            lags,
             threads,
         })
     }
@@ -201,6 +209,9 @@ impl Pipeline {
         registry.register_collector(Box::new(self.ingest.clone()));
         registry.register_collector(Box::new(self.scoring.clone()));
         registry.register_collector(Box::new(scoring::StoreMetrics(self.store.clone())));
+        for lag in &self.lags {
+            registry.register_collector(Box::new(lag.clone()));
+        }
         if let (Some(view), Some(stats)) = (&self.view, &self.query) {
             registry.register_collector(Box::new(query::ViewMetrics {
                 view: view.clone(),

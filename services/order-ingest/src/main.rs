@@ -76,6 +76,8 @@ fn main() -> Result<()> {
         let stats = Arc::new(IngestStats::default());
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register_collector(Box::new(stats.clone()));
+        let lag = churnwatch_kafka::ConsumerLag::new(&config.group_id);
+        registry.register_collector(Box::new(lag.clone()));
         let readiness = Readiness::not_ready("waiting for the Kafka brokers");
         args.common
             .start_admin(
@@ -96,6 +98,7 @@ fn main() -> Result<()> {
             &[&config.kafka.topics.orders],
         )?;
         let producer = churnwatch_kafka::producer(&config.kafka, "order-ingest")?;
+        lag.watch(&context);
         readiness.set_ready();
         let worker = tokio::task::spawn_blocking(move || {
             order_ingest::run(&config, &consumer, &context, &producer, &shutdown, &stats)

@@ -169,6 +169,8 @@ fn main() -> Result<()> {
         let stats = std::sync::Arc::new(ScoringStats::default());
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register_collector(Box::new(stats.clone()));
+        let lag = churnwatch_kafka::ConsumerLag::new(&config.group_id);
+        registry.register_collector(Box::new(lag.clone()));
         registry.register_collector(Box::new(scoring::StoreMetrics(store.clone())));
         let readiness = Readiness::not_ready("waiting for the Kafka brokers");
         args.common
@@ -190,6 +192,7 @@ fn main() -> Result<()> {
             &[&config.kafka.topics.accepted],
         )?;
         let producer = churnwatch_kafka::producer(&config.kafka, "scoring")?;
+        lag.watch(&context);
         readiness.set_ready();
         refit_on_sighup(&stats);
         let worker = tokio::task::spawn_blocking(move || {
