@@ -14,6 +14,8 @@ step "test tools"
 scripts/install-tansu.sh
 # The Python example client (examples/python) runs against the API in an end-to-end test.
 scripts/install-python-client.sh
+# promtool (Debian's prometheus package) tests the alert rules in deploy/prometheus.
+scripts/install-prometheus.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -161,6 +161,10 @@ pub struct ScoringStats {
     pub profiles: Mutex<HashMap<String, churnwatch_core::output::Profile>>,
     /// Silence timers pending over the owned partitions, after the latest batch.
     pub pending_timers: AtomicU64,
+    /// Customers who became lost.
+    pub customers_lost: AtomicU64,
+    /// Their value at risk when they became lost, minor units of the reporting currency.
+    pub lost_value: AtomicU64,
     /// Model refits whose BG/NBD or Gamma-Gamma fit failed (the previous parameters stay).
     pub refit_failures: AtomicU64,
     /// Seconds from a batch's poll to its offsets being stored.
@@ -189,6 +193,8 @@ impl Default for ScoringStats {
             keep_profiles: false,
             profiles: Mutex::default(),
             pending_timers: AtomicU64::default(),
+            customers_lost: AtomicU64::default(),
+            lost_value: AtomicU64::default(),
             refit_failures: AtomicU64::default(),
             batch_seconds: metrics::seconds_histogram(),
             batch_messages: metrics::messages_histogram(),
@@ -251,6 +257,16 @@ impl Collector for ScoringStats {
                 "churnwatch_scoring_model_fit_failures",
                 "Refits in which a model failed to fit and kept its previous parameters.",
                 &self.refit_failures,
+            ),
+            (
+                "churnwatch_scoring_customers_lost",
+                "Customers who moved to the lost stage.",
+                &self.customers_lost,
+            ),
+            (
+                "churnwatch_scoring_lost_value_minor",
+                "Value at risk of customers when they moved to the lost stage, in minor units (cents) of the reporting currency.",
+                &self.lost_value,
             ),
         ] {
             metrics::counter(&mut enc, name, help, n(value))?;
@@ -616,7 +632,21 @@ impl Scoring<'_> {
         for o in &work.outputs {
             match o {
                 Output::Risk(_) => s.risk_events.fetch_add(1, Ordering::Relaxed),
-                Output::Stage(_) => s.stage_events.fetch_add(1, Ordering::Relaxed),
+                Output::Stage(e) => {
+                    if e.to == Stage::Lost {
+                        s.customers_lost.fetch_add(1, Ordering::Relaxed);
+                        // The move is the state's latest recorded one, with its value at risk.
+                        let value = work
+                            .states
+                            .get(&e.customer_id)
+                            .and_then(|st| {
+                                st.stage_history.iter().rev().find(|c| c.to == Stage::Lost)
+                            })
+                            .map_or(0, |c| c.value_at_risk.max(0) as u64);
+                        s.lost_value.fetch_add(value, Ordering::Relaxed);
+                    }
+                    s.stage_events.fetch_add(1, Ordering::Relaxed)
+                }
             };
         }
         if !s.keep_profiles {
