@@ -1,6 +1,7 @@
 //! The Prometheus side of operations: the alert rules pass their own unit tests
-//! (`promtool test rules`), the scrape configuration is valid (`promtool check config`), and
-//! every metric the rules use is one the services really export.
+//! (`promtool test rules`), the scrape configuration is valid (`promtool check config`), the
+//! Grafana dashboard parses, and every metric the rules and the dashboard use is one the
+//! services really export.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -62,14 +63,63 @@ fn names_in(text: &str) -> BTreeSet<String> {
     out
 }
 
+/// Returns every query of the Grafana dashboard, after checking its shape.
+fn dashboard_queries() -> Vec<String> {
+    let path = deploy().join("../grafana/churnwatch.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+            .expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "churnwatch");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    for want in [
+        "Pipeline health",
+        "Throughput",
+        "Consumer lag",
+        "Dead-lettered by reason",
+        "Batch duration p99",
+        "Retention overview",
+        "Stage funnel",
+        "Risk levels",
+        "Lost value over 30 days",
+    ] {
+        assert!(titles.contains(&want), "no {want:?} panel in {titles:?}");
+    }
+    panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .expect("every target has a query")
+                .to_owned()
+        })
+        .collect()
+}
+
 #[test]
-fn every_metric_the_alert_rules_use_is_exported_by_the_services() {
+fn every_metric_the_alert_rules_and_the_dashboard_use_is_exported_by_the_services() {
     let rules = std::fs::read_to_string(deploy().join("alerts.yml")).unwrap();
-    let used = names_in(&rules);
+    let mut used = names_in(&rules);
     assert!(used.len() >= 8, "{used:?}");
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 15, "{queries:?}");
+    for q in &queries {
+        used.extend(names_in(q));
+        // A recorded series must be recorded by the rules.
+        for recorded in q.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')) {
+            if recorded.starts_with("churnwatch:") {
+                assert!(
+                    rules.contains(&format!("record: {recorded}")),
+                    "{recorded} is not recorded"
+                );
+            }
+        }
+    }
     // The demo runs all three services in one process, with one /metrics.
     let dir = tempfile::tempdir().unwrap();
     let admin = format!("127.0.0.1:{}", churnwatch_testkit::free_port());
+    let api = format!("127.0.0.1:{}", churnwatch_testkit::free_port());
     let mut demo = churnwatch_testkit::Service::start(
         &churnwatch_e2e::bin("churnwatch"),
         &[
@@ -79,7 +129,7 @@ fn every_metric_the_alert_rules_use_is_exported_by_the_services() {
             "--months",
             "12",
             "--grpc-addr",
-            "127.0.0.1:0",
+            &api,
             "--admin-addr",
             &admin,
         ],
@@ -87,12 +137,14 @@ fn every_metric_the_alert_rules_use_is_exported_by_the_services() {
         dir.path(),
     );
     let mut text = String::new();
-    // Lag appears with librdkafka's first statistics (5 s).
+    // Lag appears with librdkafka's first statistics (5 s); the gRPC series with a request.
     let complete = churnwatch_testkit::wait_until(Duration::from_secs(60), || {
+        let _ = churnwatch_e2e::run("churnwatch", &["query", "--addr", &api, "stages"]);
         text = churnwatch_testkit::http_get(&admin, "/metrics")
             .map(|(_, t)| t)
             .unwrap_or_default();
         text.contains("churnwatch_consumer_lag_messages{")
+            && text.contains("churnwatch_grpc_request_duration_seconds_bucket{")
     });
     assert!(complete, "no lag series:\n{text}\n{}", demo.log());
     let exported: BTreeSet<String> = text
@@ -104,7 +156,7 @@ fn every_metric_the_alert_rules_use_is_exported_by_the_services() {
     for name in &used {
         assert!(
             exported.contains(name),
-            "the rules use {name}, which the services do not export"
+            "the rules or the dashboard use {name}, which the services do not export"
         );
     }
     demo.terminate(Duration::from_secs(10))
