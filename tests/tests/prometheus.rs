@@ -1,7 +1,7 @@
 //! The Prometheus side of operations: the alert rules pass their own unit tests
 //! (`promtool test rules`), the scrape configuration is valid (`promtool check config`), the
-//! Grafana dashboard parses, and every metric the rules and the dashboard use is one the
-//! services really export.
+//! Grafana dashboard parses, every metric the rules and the dashboard use is one the services
+//! really export, and a real Prometheus server scrapes the services and evaluates the rules.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -159,6 +159,97 @@ fn every_metric_the_alert_rules_and_the_dashboard_use_is_exported_by_the_service
             "the rules or the dashboard use {name}, which the services do not export"
         );
     }
+    demo.terminate(Duration::from_secs(10))
+        .expect("the demo stops");
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_services_and_evaluates_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("127.0.0.1:{}", churnwatch_testkit::free_port());
+    let mut demo = churnwatch_testkit::Service::start(
+        &churnwatch_e2e::bin("churnwatch"),
+        &[
+            "demo",
+            "--customers",
+            "300",
+            "--months",
+            "12",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            &admin,
+        ],
+        &[],
+        dir.path(),
+    );
+    // The shipped rules, with the scrape configuration pointed at the demo and fast intervals.
+    std::fs::copy(deploy().join("alerts.yml"), dir.path().join("alerts.yml")).unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [alerts.yml]\nscrape_configs:\n  - job_name: churnwatch-demo\n    static_configs:\n      - targets: [\"{admin}\"]\n"
+        ),
+    )
+    .unwrap();
+    let web = format!("127.0.0.1:{}", churnwatch_testkit::free_port());
+    let mut prometheus = churnwatch_testkit::Service::start(
+        Path::new("prometheus"),
+        &[
+            &format!("--config.file={}", config.display()),
+            &format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
+            &format!("--web.listen-address={web}"),
+        ],
+        &[],
+        dir.path(),
+    );
+    let api = |path: &str| -> serde_json::Value {
+        churnwatch_testkit::http_get(&web, path)
+            .ok()
+            .and_then(|(_, body)| serde_json::from_str(&body).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    // The series the services export arrive through real scrapes.
+    for series in [
+        "churnwatch_ingest_messages_consumed_total",
+        "churnwatch_scoring_events_applied_total",
+        "churnwatch_customers_by_stage",
+        "churnwatch_consumer_lag_messages",
+    ] {
+        let found = churnwatch_testkit::wait_until(Duration::from_secs(60), || {
+            api(&format!("/api/v1/query?query={series}"))["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        });
+        assert!(
+            found,
+            "Prometheus never saw {series}:\n{}",
+            prometheus.log()
+        );
+    }
+    // The rules load and evaluate without errors, and the recording rule produces a value.
+    let evaluated = churnwatch_testkit::wait_until(Duration::from_secs(30), || {
+        let rules = api("/api/v1/rules");
+        let all: Vec<&serde_json::Value> = rules["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .collect();
+        all.len() == 9
+            && all
+                .iter()
+                .all(|r| r["health"] == "ok" && r["lastEvaluation"] != "0001-01-01T00:00:00Z")
+    });
+    assert!(evaluated, "{}", api("/api/v1/rules"));
+    let share = churnwatch_testkit::wait_until(Duration::from_secs(30), || {
+        api("/api/v1/query?query=churnwatch:at_risk_share")["data"]["result"]
+            .as_array()
+            .is_some_and(|r| r.len() == 1)
+    });
+    assert!(share, "the recording rule gave no value");
+    prometheus.terminate(Duration::from_secs(10));
     demo.terminate(Duration::from_secs(10))
         .expect("the demo stops");
 }

@@ -403,15 +403,12 @@ pub fn group_committed(brokers: &str, group: &str, topic: &str) -> Option<i64> {
     )
 }
 
-/// Sends `GET path` over HTTP/1.1 to `addr` and returns the status code and the body.
+/// Sends `GET path` over HTTP/1.0 (no chunked replies) to `addr` and returns the status code and the body.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response
