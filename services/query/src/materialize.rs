@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use churnwatch_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use churnwatch_kafka::rdkafka::consumer::Consumer;
 use churnwatch_kafka::rdkafka::{Message, Offset, TopicPartitionList};
 use churnwatch_runtime::CancellationToken;
 use tokio::sync::watch;
@@ -116,30 +116,22 @@ pub enum MaterializeError {
 /// Returns the partitions of `topic`, waiting (with backoff) until the brokers answer and the
 /// topic exists; `None` when `shutdown` comes first.
 fn partitions_of(
-    consumer: &BaseConsumer,
+    config: &QueryConfig,
     topic: &str,
-    brokers: &str,
     shutdown: &CancellationToken,
 ) -> Option<Vec<i32>> {
     let mut backoff = Duration::from_millis(500);
     loop {
-        match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-            Ok(m) => {
-                let parts: Vec<i32> = m
-                    .topics()
-                    .iter()
-                    .filter(|t| t.name() == topic && t.error().is_none())
-                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                    .collect();
-                if !parts.is_empty() {
-                    return Some(parts);
-                }
-                warn!(
-                    topic,
-                    "the profile topic does not exist yet; waiting for scoring to create it"
-                );
+        match churnwatch_kafka::partition_counts(&config.kafka, &[topic], Duration::from_secs(5)) {
+            // Kafka numbers a topic's partitions from 0.
+            Ok(counts) if counts.get(topic).is_some_and(|n| *n > 0) => {
+                return Some((0..counts[topic]).collect());
             }
-            Err(e) => warn!(brokers, error = %e, "waiting for the Kafka brokers"),
+            Ok(_) => warn!(
+                topic,
+                "the profile topic does not exist yet; waiting for scoring to create it"
+            ),
+            Err(e) => warn!(error = %e, "waiting for the Kafka brokers"),
         }
         let until = Instant::now() + backoff;
         while Instant::now() < until {
@@ -175,8 +167,10 @@ pub fn run(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", "20");
-    let consumer: BaseConsumer = client.create()?;
-    let Some(partitions) = partitions_of(&consumer, topic, &config.kafka.brokers, shutdown) else {
+    // The context's offset-continuity check reports any range the broker skips.
+    let context = churnwatch_kafka::RebalanceContext::default();
+    let consumer: churnwatch_kafka::SafeConsumer = client.create_with_context(context.clone())?;
+    let Some(partitions) = partitions_of(config, topic, shutdown) else {
         return Ok(());
     };
     let stored = view.offsets()?;
@@ -223,7 +217,14 @@ pub fn run(
                 "the view has caught up with the profile topic; serving"
             );
         }
-        let batch = poll(&consumer, config.batch_size, config.batch_timeout);
+        let stop = || shutdown.is_cancelled();
+        let (batch, _) = churnwatch_kafka::poll_batch(
+            &consumer,
+            &context,
+            config.batch_size,
+            config.batch_timeout,
+            &stop,
+        );
         if batch.is_empty() {
             continue;
         }
@@ -275,27 +276,4 @@ pub fn run(
     }
     view.flush()?;
     Ok(())
-}
-
-/// Polls up to `max` messages: waits up to `timeout` for the first, then takes what is already
-/// fetched.
-fn poll(
-    consumer: &BaseConsumer,
-    max: usize,
-    timeout: Duration,
-) -> Vec<churnwatch_kafka::rdkafka::message::OwnedMessage> {
-    let mut out = Vec::new();
-    let mut wait = timeout;
-    while out.len() < max {
-        match consumer.poll(wait) {
-            Some(Ok(m)) => out.push(m.detach()),
-            Some(Err(e)) => {
-                warn!(error = %e, "profile consumer error; retrying");
-                break;
-            }
-            None => break,
-        }
-        wait = Duration::ZERO;
-    }
-    out
 }
