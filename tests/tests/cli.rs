@@ -311,20 +311,25 @@ fn while_the_demo_runs_its_api_lists_the_customers_at_risk_with_reasons() {
     );
     let (ok, health) = ask(&["health"]);
     assert!(ok && health.trim() == "SERVING", "{health}");
-    // One /metrics for the three services running in the process.
-    let (status, text) = churnwatch_testkit::http_get(&admin, "/metrics").unwrap();
+    // One /metrics for the three services running in the process. Scoring counts a batch
+    // after publishing its profiles, so the query view can list customers a moment before
+    // scoring's counters move: wait for them.
+    let (status, _) = churnwatch_testkit::http_get(&admin, "/metrics").unwrap();
     assert_eq!(status, 200);
-    for series in [
+    let series = [
         "churnwatch_ingest_messages_consumed_total",
         "churnwatch_scoring_events_applied_total",
         "churnwatch_customers_by_stage{stage=\"core\"}",
         "churnwatch_query_profiles_written_total",
-    ] {
-        assert!(
-            churnwatch_testkit::metric(&text, series).is_some_and(|v| v > 0.0),
-            "{series} missing from:\n{text}"
-        );
-    }
+    ];
+    let mut text = String::new();
+    let all = churnwatch_testkit::wait_until(std::time::Duration::from_secs(30), || {
+        text = churnwatch_testkit::http_get(&admin, "/metrics").unwrap().1;
+        series
+            .iter()
+            .all(|s| churnwatch_testkit::metric(&text, s).is_some_and(|v| v > 0.0))
+    });
+    assert!(all, "{series:?} not all above zero in:\n{text}");
 
     // The README's Python client, built from the proto, against the same API.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
