@@ -25,6 +25,11 @@ impl Readiness {
         Self(Arc::new(Mutex::new(Err(reason.into()))))
     }
 
+    /// Returns a readiness that starts ready.
+    pub fn ready() -> Self {
+        Self(Arc::new(Mutex::new(Ok(()))))
+    }
+
     /// Marks the service ready.
     pub fn set_ready(&self) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Ok(());

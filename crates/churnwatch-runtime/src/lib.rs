@@ -361,8 +361,9 @@ impl ServiceArgs {
     }
 
     /// Starts the admin endpoint (unless `--admin-addr off`) on the given address or
-    /// `default`, serving `registry` and `readiness` until `shutdown`; returns the address.
-    /// Must be called inside a tokio runtime.
+    /// `default`, serving the metrics of `collectors` until `shutdown`; returns the readiness
+    /// it reports, not ready for `reason` until the service says otherwise. Must be called
+    /// inside a tokio runtime.
     ///
     /// # Errors
     ///
@@ -370,28 +371,32 @@ impl ServiceArgs {
     pub async fn start_admin(
         &self,
         default: &str,
-        registry: prometheus_client::registry::Registry,
-        readiness: admin::Readiness,
+        collectors: Vec<Box<dyn prometheus_client::collector::Collector>>,
+        reason: &str,
         shutdown: CancellationToken,
-    ) -> Result<Option<std::net::SocketAddr>, String> {
+    ) -> Result<admin::Readiness, String> {
+        let readiness = admin::Readiness::not_ready(reason);
         let addr = self.admin_addr.as_deref().unwrap_or(default);
         if addr == "off" {
-            return Ok(None);
+            return Ok(readiness);
+        }
+        let mut registry = prometheus_client::registry::Registry::default();
+        for c in collectors {
+            registry.register_collector(c);
         }
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             format!("cannot listen on {addr} for the admin endpoint (--admin-addr): {e}")
         })?;
-        let bound = listener.local_addr().ok();
-        tracing::info!(addr = ?bound, "admin endpoint listening: /metrics, /healthz, /readyz");
+        tracing::info!(addr = ?listener.local_addr().ok(), "admin endpoint listening: /metrics, /healthz, /readyz");
+        let served = readiness.clone();
         tokio::spawn(async move {
             if let Err(e) =
-                admin::serve_admin(listener, std::sync::Arc::new(registry), readiness, shutdown)
-                    .await
+                admin::serve_admin(listener, std::sync::Arc::new(registry), served, shutdown).await
             {
                 tracing::error!(error = %e, "the admin endpoint failed");
             }
         });
-        Ok(bound)
+        Ok(readiness)
     }
 
     /// Reads the layered configuration (defaults < file < environment < `overrides`, which

@@ -223,8 +223,7 @@ impl Pipeline {
         })?;
         listener.set_nonblocking(true)?;
         let bound = listener.local_addr()?;
-        let readiness = churnwatch_runtime::admin::Readiness::not_ready("starting");
-        readiness.set_ready();
+        let readiness = churnwatch_runtime::admin::Readiness::ready();
         let shutdown = shutdown.clone();
         self.threads.push((
             "admin",

@@ -9,7 +9,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use churnwatch_runtime::admin::Readiness;
 use churnwatch_runtime::{Overrides, ServiceArgs, shutdown_on_signals};
 use clap::Parser;
 use order_ingest::{IngestConfig, IngestStats};
@@ -74,16 +73,13 @@ fn main() -> Result<()> {
             .parse_config()
             .map_err(|e| anyhow::anyhow!("invalid configuration:\n  - {}", e.join("\n  - ")))?;
         let stats = Arc::new(IngestStats::default());
-        let mut registry = prometheus_client::registry::Registry::default();
-        registry.register_collector(Box::new(stats.clone()));
         let lag = churnwatch_kafka::ConsumerLag::new(&config.group_id);
-        registry.register_collector(Box::new(lag.clone()));
-        let readiness = Readiness::not_ready("waiting for the Kafka brokers");
-        args.common
+        let readiness = args
+            .common
             .start_admin(
                 "127.0.0.1:9101",
-                registry,
-                readiness.clone(),
+                vec![Box::new(stats.clone()), Box::new(lag.clone())],
+                "waiting for the Kafka brokers",
                 shutdown.clone(),
             )
             .await

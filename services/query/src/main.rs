@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use churnwatch_runtime::admin::Readiness;
 use churnwatch_runtime::{Overrides, ServiceArgs, shutdown_on_signals};
 use clap::Parser;
 use query::{QueryConfig, View, ViewStats};
@@ -96,17 +95,15 @@ fn main() -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {} (--grpc-addr)", config.grpc_addr))?;
         let stats = Arc::new(ViewStats::default());
-        let mut registry = prometheus_client::registry::Registry::default();
-        registry.register_collector(Box::new(query::ViewMetrics {
-            view: view.clone(),
-            stats: stats.clone(),
-        }));
-        let readiness = Readiness::not_ready("starting");
-        args.common
+        let readiness = args
+            .common
             .start_admin(
                 "127.0.0.1:9103",
-                registry,
-                readiness.clone(),
+                vec![Box::new(query::ViewMetrics {
+                    view: view.clone(),
+                    stats: stats.clone(),
+                })],
+                "starting",
                 shutdown.clone(),
             )
             .await

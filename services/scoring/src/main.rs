@@ -9,7 +9,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use churnwatch_runtime::admin::Readiness;
 use churnwatch_runtime::{Overrides, ServiceArgs, shutdown_on_signals};
 use clap::Parser;
 use scoring::{ScoringConfig, ScoringStats};
@@ -167,17 +166,17 @@ fn main() -> Result<()> {
     runtime.block_on(async move {
         let shutdown = shutdown_on_signals();
         let stats = std::sync::Arc::new(ScoringStats::default());
-        let mut registry = prometheus_client::registry::Registry::default();
-        registry.register_collector(Box::new(stats.clone()));
         let lag = churnwatch_kafka::ConsumerLag::new(&config.group_id);
-        registry.register_collector(Box::new(lag.clone()));
-        registry.register_collector(Box::new(scoring::StoreMetrics(store.clone())));
-        let readiness = Readiness::not_ready("waiting for the Kafka brokers");
-        args.common
+        let readiness = args
+            .common
             .start_admin(
                 "127.0.0.1:9102",
-                registry,
-                readiness.clone(),
+                vec![
+                    Box::new(stats.clone()),
+                    Box::new(lag.clone()),
+                    Box::new(scoring::StoreMetrics(store.clone())),
+                ],
+                "waiting for the Kafka brokers",
                 shutdown.clone(),
             )
             .await
