@@ -30,6 +30,35 @@ fn promtool(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// A running demo: all three services in one process, their API and their one admin endpoint.
+struct Demo {
+    demo: churnwatch_testkit::Service,
+    api: String,
+    admin: String,
+}
+
+fn demo(dir: &Path) -> Demo {
+    let admin = format!("127.0.0.1:{}", churnwatch_testkit::free_port());
+    let api = format!("127.0.0.1:{}", churnwatch_testkit::free_port());
+    let demo = churnwatch_testkit::Service::start(
+        &churnwatch_e2e::bin("churnwatch"),
+        &[
+            "demo",
+            "--customers",
+            "300",
+            "--months",
+            "12",
+            "--grpc-addr",
+            &api,
+            "--admin-addr",
+            &admin,
+        ],
+        &[],
+        dir,
+    );
+    Demo { demo, api, admin }
+}
+
 #[test]
 fn the_alert_rules_pass_their_unit_tests() {
     let (ok, out) = promtool(&["test", "rules", "alerts_test.yml"]);
@@ -118,24 +147,11 @@ fn every_metric_the_alert_rules_and_the_dashboard_use_is_exported_by_the_service
     }
     // The demo runs all three services in one process, with one /metrics.
     let dir = tempfile::tempdir().unwrap();
-    let admin = format!("127.0.0.1:{}", churnwatch_testkit::free_port());
-    let api = format!("127.0.0.1:{}", churnwatch_testkit::free_port());
-    let mut demo = churnwatch_testkit::Service::start(
-        &churnwatch_e2e::bin("churnwatch"),
-        &[
-            "demo",
-            "--customers",
-            "300",
-            "--months",
-            "12",
-            "--grpc-addr",
-            &api,
-            "--admin-addr",
-            &admin,
-        ],
-        &[],
-        dir.path(),
-    );
+    let Demo {
+        mut demo,
+        api,
+        admin,
+    } = demo(dir.path());
     let mut text = String::new();
     // Lag appears with librdkafka's first statistics (5 s); the gRPC series with a request.
     let complete = churnwatch_testkit::wait_until(Duration::from_secs(60), || {
@@ -166,23 +182,9 @@ fn every_metric_the_alert_rules_and_the_dashboard_use_is_exported_by_the_service
 #[test]
 fn a_real_prometheus_scrapes_the_services_and_evaluates_the_rules() {
     let dir = tempfile::tempdir().unwrap();
-    let admin = format!("127.0.0.1:{}", churnwatch_testkit::free_port());
-    let mut demo = churnwatch_testkit::Service::start(
-        &churnwatch_e2e::bin("churnwatch"),
-        &[
-            "demo",
-            "--customers",
-            "300",
-            "--months",
-            "12",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            &admin,
-        ],
-        &[],
-        dir.path(),
-    );
+    let Demo {
+        mut demo, admin, ..
+    } = demo(dir.path());
     // The shipped rules, with the scrape configuration pointed at the demo and fast intervals.
     std::fs::copy(deploy().join("alerts.yml"), dir.path().join("alerts.yml")).unwrap();
     let config = dir.path().join("prometheus.yml");
