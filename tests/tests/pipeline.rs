@@ -12,7 +12,7 @@ use churnwatch_e2e::bin;
 use churnwatch_synth::{FX_RATES_TO_USD, LineKind, SynthConfig, generate};
 use churnwatch_testkit::{
     Broker, Service, Storage, consume_all, group_committed, header, http_get, metric, produce,
-    topic_end, wait_until,
+    set_group_committed, topic_end, wait_until,
 };
 
 /// A generated feed: its lines in feed order, with the label of each.
@@ -527,6 +527,84 @@ fn the_broker_stopped_and_restarted_mid_run_loses_nothing() {
         &mut [&mut ingest, &mut scoring],
     );
     assert!(ingest.running() && scoring.running());
+    terminate_cleanly(&mut scoring);
+    terminate_cleanly(&mut ingest);
+    assert_same_states(&export(&rig.state_dir()), &reference(&feed));
+}
+
+#[test]
+fn a_committed_offset_behind_the_state_store_does_not_apply_events_twice() {
+    // Offsets are committed asynchronously and not at all while the broker is away, so a
+    // restarted scoring can be handed back far more than the event ids its store remembers
+    // (30 days of event time). Here the whole topic comes back: it must all be skipped.
+    let rig = Rig::new(Storage::Memory);
+    let feed = feed(300, 12, 24);
+    let (mut ingest, mut scoring) = rig.run_through(&feed);
+    terminate_cleanly(&mut scoring);
+    let brokers = rig.broker.brokers();
+    set_group_committed(&brokers, "churnwatch-scoring", "orders-accepted", 0);
+    assert_eq!(
+        rig.committed("churnwatch-scoring", "orders-accepted"),
+        Some(0)
+    );
+
+    let mut scoring = rig.scoring();
+    rig.wait_drained(
+        feed.len(),
+        feed.accepted(),
+        &mut [&mut ingest, &mut scoring],
+    );
+    let admin = scoring.admin_addr().expect("the admin endpoint is logged");
+    let (_, text) = http_get(&admin, "/metrics").unwrap();
+    let count = |series| metric(&text, series).unwrap_or_else(|| panic!("{series} in\n{text}"));
+    assert_eq!(
+        count("churnwatch_scoring_events_applied_total"),
+        0.0,
+        "{}",
+        scoring.log()
+    );
+    assert_eq!(
+        count("churnwatch_scoring_events_duplicate_total"),
+        feed.accepted() as f64
+    );
+    terminate_cleanly(&mut scoring);
+    terminate_cleanly(&mut ingest);
+    assert_same_states(&export(&rig.state_dir()), &reference(&feed));
+}
+
+#[test]
+fn events_order_ingest_produces_again_are_recognised_however_old() {
+    // order-ingest stores its offsets only after what it produced is acknowledged, so a
+    // restart re-produces what it had not committed, as new messages. Here it re-produces the
+    // whole feed, a year of events, most far behind scoring's watermark by then.
+    let rig = Rig::new(Storage::Sqlite);
+    let feed = feed(300, 12, 25);
+    let (mut ingest, mut scoring) = rig.run_through(&feed);
+    terminate_cleanly(&mut ingest);
+    terminate_cleanly(&mut scoring);
+    let brokers = rig.broker.brokers();
+    set_group_committed(&brokers, "churnwatch-order-ingest", "orders", 0);
+
+    let mut ingest = rig.ingest();
+    let mut scoring = rig.scoring();
+    rig.wait_drained(
+        feed.len(),
+        2 * feed.accepted(),
+        &mut [&mut ingest, &mut scoring],
+    );
+    let admin = scoring.admin_addr().expect("the admin endpoint is logged");
+    let (_, text) = http_get(&admin, "/metrics").unwrap();
+    let count = |series| metric(&text, series).unwrap_or_else(|| panic!("{series} in\n{text}"));
+    assert_eq!(
+        count("churnwatch_scoring_events_applied_total"),
+        0.0,
+        "{}",
+        scoring.log()
+    );
+    assert_eq!(
+        count("churnwatch_scoring_events_duplicate_total"),
+        feed.accepted() as f64
+    );
     terminate_cleanly(&mut scoring);
     terminate_cleanly(&mut ingest);
     assert_same_states(&export(&rig.state_dir()), &reference(&feed));

@@ -14,7 +14,7 @@ use churnwatch_core::engine::{StateStore, TimerChange, TimerIndex, Work};
 use churnwatch_core::{CustomerState, ModelParams, Timestamp};
 
 /// Version of the on-disk layout; a store written by another version is refused.
-pub const STORE_VERSION: u32 = 3;
+pub const STORE_VERSION: u32 = 4;
 
 /// Errors of the store, each naming what to do.
 #[derive(Debug, thiserror::Error)]
@@ -65,11 +65,18 @@ const STATE: u8 = b's';
 /// Event ids, keyed by event time then id: one key serves both the lookup (a duplicate carries
 /// its original's `occurred_at`) and expiry in time order.
 const SEEN: u8 = b'e';
+/// When to look at a remembered event id again, keyed by that processing time, then the id's
+/// [`SEEN`] key: the expiry index of event ids.
+const RECHECK: u8 = b'r';
 /// Timers, keyed by due time then customer. The engine knows each customer's timer, so a change
 /// names the key to remove without a read, and the index is only scanned when a partition is
 /// adopted.
 const TIMER: u8 = b't';
 const WATERMARK: &[u8] = b"mwatermark";
+/// The offset of the partition's next unapplied message, written in the same batch as the
+/// states: what the input's committed offset may lag behind (it is committed asynchronously),
+/// the store cannot.
+const NEXT_OFFSET: &[u8] = b"moffset";
 
 /// Opens a sled database, waiting up to a second for its file lock: a database closed in this
 /// process releases the lock only once sled's background threads have let go of it, so an
@@ -239,7 +246,7 @@ pub struct Partition {
 pub struct LiveBytes {
     /// Customer states.
     pub states: u64,
-    /// Remembered event ids.
+    /// Remembered event ids, with their expiry index.
     pub seen: u64,
     /// Timers.
     pub timers: u64,
@@ -263,6 +270,35 @@ impl std::ops::AddAssign for LiveBytes {
     }
 }
 
+/// How long event ids are remembered, to recognise redelivered and repeated events.
+///
+/// An id is forgotten once it is both at least `min_age_secs` of processing time old and more
+/// than `event_secs` of event time behind the partition's watermark. The first bound covers
+/// redelivery, which happens soon after the original was processed whatever its event time
+/// (a backfill of last year's orders, re-produced after a broker outage); the second covers
+/// a client sending the same event twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenRetention {
+    /// Event time behind the watermark, in seconds.
+    pub event_secs: i64,
+    /// Processing time since the id was recorded, in seconds.
+    pub min_age_secs: i64,
+}
+
+impl Default for SeenRetention {
+    /// 30 days of event time, one day of processing time.
+    fn default() -> Self {
+        Self {
+            event_secs: 30 * 86_400,
+            min_age_secs: 86_400,
+        }
+    }
+}
+
+/// An id still inside the event-time window is looked at again once it would have left it,
+/// at the earliest after this many seconds.
+const MIN_RECHECK_SECS: i64 = 60;
+
 /// Everything one batch changes in a partition, written atomically by [`Partition::commit`].
 #[derive(Debug, Default)]
 pub struct Commit<'a> {
@@ -274,24 +310,31 @@ pub struct Commit<'a> {
     pub timers: Option<&'a HashMap<String, TimerChange>>,
     /// The partition's watermark.
     pub watermark: Option<Timestamp>,
-    /// Forget event ids older than this event time.
-    pub forget_seen_before: Option<Timestamp>,
+    /// The processing time of the batch (wall-clock time in a service).
+    pub now: Timestamp,
+    /// How long event ids are remembered; `None` forgets none.
+    pub retention: Option<SeenRetention>,
+    /// The input offset after the batch's last message: every message before it is applied.
+    pub next_offset: Option<i64>,
 }
 
 impl<'a> Commit<'a> {
-    /// Returns what a batch's engine `work` changes, at the partition's `watermark`, forgetting
-    /// event ids more than `dedup_retention_secs` of event time behind it.
+    /// Returns what a batch's engine `work` changes, at the partition's `watermark`, processed
+    /// at `now`, forgetting event ids as `retention` says.
     pub fn of_work(
         work: &'a Work,
         watermark: Option<Timestamp>,
-        dedup_retention_secs: i64,
+        now: Timestamp,
+        retention: SeenRetention,
     ) -> Self {
         Self {
             states: work.states.values().collect(),
             seen: &work.seen,
             timers: Some(&work.timers),
             watermark,
-            forget_seen_before: watermark.map(|w| w.plus(-dedup_retention_secs)),
+            now,
+            retention: Some(retention),
+            next_offset: None,
         }
     }
 }
@@ -386,7 +429,7 @@ impl Partition {
             let n = (k.len() + v.len()) as u64;
             match k.first() {
                 Some(&STATE) => out.states += n,
-                Some(&SEEN) => out.seen += n,
+                Some(&SEEN | &RECHECK) => out.seen += n,
                 Some(&TIMER) => out.timers += n,
                 _ => out.other += n,
             }
@@ -399,6 +442,18 @@ impl Partition {
         let v = self.tree.get(WATERMARK).map_err(|e| self.sled_err(e))?;
         v.map(|b| time_from_key(&b).ok_or_else(|| self.corrupt("watermark", "not 8 bytes")))
             .transpose()
+    }
+
+    /// Returns the input offset of the partition's next unapplied message, if a batch recorded
+    /// one: messages before it are applied, whatever offset the consumer group has committed.
+    pub fn next_offset(&self) -> Result<Option<i64>> {
+        let v = self.tree.get(NEXT_OFFSET).map_err(|e| self.sled_err(e))?;
+        v.map(|b| {
+            <[u8; 8]>::try_from(b.as_ref())
+                .map(i64::from_be_bytes)
+                .map_err(|_| self.corrupt("next offset", "not 8 bytes"))
+        })
+        .transpose()
     }
 
     /// Returns every pending timer.
@@ -421,15 +476,16 @@ impl Partition {
             let bytes = postcard::to_stdvec(s).expect("customer state serializes");
             batch.insert(key(STATE, s.customer_id.as_bytes()), bytes);
         }
+        let min_age = c
+            .retention
+            .map_or(SeenRetention::default().min_age_secs, |r| r.min_age_secs);
         for (id, at) in c.seen {
-            batch.insert(key2(SEEN, &time_key(*at), id.as_bytes()), &[]);
+            let seen = key2(SEEN, &time_key(*at), id.as_bytes());
+            batch.insert(key2(RECHECK, &time_key(c.now.plus(min_age)), &seen), &[]);
+            batch.insert(seen, &[]);
         }
-        if let Some(before) = c.forget_seen_before {
-            let end = key(SEEN, &time_key(before));
-            for kv in self.tree.range(vec![SEEN]..end) {
-                let (k, _) = kv.map_err(|e| self.sled_err(e))?;
-                batch.remove(k);
-            }
+        if let Some(retention) = c.retention {
+            self.expire_seen(&mut batch, c, retention)?;
         }
         for (customer, change) in c.timers.into_iter().flatten() {
             if change.is_noop() {
@@ -445,7 +501,45 @@ impl Partition {
         if let Some(w) = c.watermark {
             batch.insert(WATERMARK, &time_key(w));
         }
+        if let Some(o) = c.next_offset {
+            batch.insert(NEXT_OFFSET, &o.to_be_bytes());
+        }
         self.tree.apply_batch(batch).map_err(|e| self.sled_err(e))
+    }
+}
+
+impl Partition {
+    /// Adds to `batch` the expiry of event ids due for a look at `c.now`: each is forgotten
+    /// when it is behind the event-time window, and otherwise looked at again once it would
+    /// be.
+    fn expire_seen(
+        &self,
+        batch: &mut sled::Batch,
+        c: &Commit<'_>,
+        retention: SeenRetention,
+    ) -> Result<()> {
+        let horizon = c.watermark.map(|w| w.plus(-retention.event_secs));
+        let due = key(RECHECK, &time_key(c.now.plus(1)));
+        for kv in self.tree.range(vec![RECHECK]..due) {
+            let (k, _) = kv.map_err(|e| self.sled_err(e))?;
+            let seen = k
+                .get(9..)
+                .ok_or_else(|| self.corrupt("recheck", "short key"))?;
+            let at = seen
+                .get(1..)
+                .and_then(time_from_key)
+                .ok_or_else(|| self.corrupt("recheck", "short key"))?;
+            batch.remove(k.as_ref());
+            match horizon {
+                Some(h) if at < h => batch.remove(seen),
+                _ => {
+                    let wait = horizon.map_or(retention.min_age_secs, |h| at.0 - h.0);
+                    let next = c.now.plus(wait.max(MIN_RECHECK_SECS));
+                    batch.insert(key2(RECHECK, &time_key(next), seen), &[]);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -499,6 +593,13 @@ mod tests {
                 seen: &seen,
                 timers: Some(&timers),
                 watermark: Some(Timestamp(250)),
+                next_offset: Some(42),
+                ..Commit::default()
+            })
+            .unwrap();
+            // A batch of nothing but redeliveries moves only the offset.
+            p.commit(&Commit {
+                next_offset: Some(57),
                 ..Commit::default()
             })
             .unwrap();
@@ -513,15 +614,18 @@ mod tests {
         assert!(p.was_seen("e1", Timestamp(100)).unwrap());
         assert!(!p.was_seen("e3", Timestamp(100)).unwrap());
         assert_eq!(p.watermark().unwrap(), Some(Timestamp(250)));
+        assert_eq!(p.next_offset().unwrap(), Some(57));
+        assert_eq!(store.partition(4).unwrap().next_offset().unwrap(), None);
         let live = p.live_bytes().unwrap();
         let state_bytes = postcard::to_stdvec(&state("a", 2)).unwrap().len() as u64;
         assert_eq!(
             live,
             LiveBytes {
                 states: 2 + state_bytes,
-                seen: 2 * (1 + 8 + 2),
+                // Each id's key, and its expiry key (tag, time, and the id's key).
+                seen: 2 * (1 + 8 + 2) + 2 * (1 + 8 + 1 + 8 + 2),
                 timers: 2 * (1 + 8 + 1),
-                other: WATERMARK.len() as u64 + 8,
+                other: WATERMARK.len() as u64 + 8 + NEXT_OFFSET.len() as u64 + 8,
             }
         );
         let mut timers = p.timers().unwrap();
@@ -533,17 +637,12 @@ mod tests {
     }
 
     #[test]
-    fn timers_move_and_event_ids_expire() {
+    fn timers_move_and_keys_are_replaced_not_added() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let p = store.partition(0).unwrap();
-        let seen = vec![
-            ("old".to_owned(), Timestamp(10)),
-            ("new".to_owned(), Timestamp(1_000)),
-        ];
         let t1: HashMap<_, _> = [("a".to_owned(), change(None, Some(50)))].into();
         p.commit(&Commit {
-            seen: &seen,
             timers: Some(&t1),
             ..Commit::default()
         })
@@ -551,7 +650,6 @@ mod tests {
         let t2: HashMap<_, _> = [("a".to_owned(), change(Some(50), Some(90)))].into();
         p.commit(&Commit {
             timers: Some(&t2),
-            forget_seen_before: Some(Timestamp(500)),
             ..Commit::default()
         })
         .unwrap();
@@ -566,9 +664,6 @@ mod tests {
             1,
             "the old timer key is gone"
         );
-        assert!(!p.was_seen("old", Timestamp(10)).unwrap(), "forgotten");
-        assert!(p.was_seen("new", Timestamp(1_000)).unwrap());
-        assert_eq!(p.seen_count(), 1);
         let none: HashMap<_, _> = [("a".to_owned(), change(Some(90), None))].into();
         p.commit(&Commit {
             timers: Some(&none),
@@ -577,6 +672,66 @@ mod tests {
         .unwrap();
         assert!(p.timers().unwrap().is_empty());
         assert_eq!(p.tree.scan_prefix([TIMER]).count(), 0);
+    }
+
+    #[test]
+    fn event_ids_are_kept_for_their_minimum_age_then_until_the_event_window_passes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let p = store.partition(0).unwrap();
+        let retention = Some(SeenRetention {
+            event_secs: 100,
+            min_age_secs: 1_000,
+        });
+        let at = |p: &Partition, now: i64, watermark: i64| {
+            p.commit(&Commit {
+                watermark: Some(Timestamp(watermark)),
+                now: Timestamp(now),
+                retention,
+                ..Commit::default()
+            })
+            .unwrap();
+        };
+        // A backfill: "old" is far behind the watermark when it is processed.
+        let seen = vec![
+            ("old".to_owned(), Timestamp(10)),
+            ("new".to_owned(), Timestamp(1_000)),
+        ];
+        p.commit(&Commit {
+            seen: &seen,
+            watermark: Some(Timestamp(1_000)),
+            now: Timestamp(0),
+            retention,
+            ..Commit::default()
+        })
+        .unwrap();
+        // Behind the event window, but not yet its minimum age: a redelivery is recognised.
+        at(&p, 999, 1_000);
+        assert!(p.was_seen("old", Timestamp(10)).unwrap());
+        // Both are a minimum age old: "old" goes, "new" is still inside the window (horizon
+        // 900) and is looked at again once it would have left it.
+        at(&p, 1_000, 1_000);
+        assert!(!p.was_seen("old", Timestamp(10)).unwrap(), "forgotten");
+        assert!(p.was_seen("new", Timestamp(1_000)).unwrap());
+        assert_eq!(p.seen_count(), 1);
+        let rechecks: Vec<i64> = p
+            .tree
+            .scan_prefix([RECHECK])
+            .map(|kv| time_from_key(&kv.unwrap().0[1..]).unwrap().0)
+            .collect();
+        assert_eq!(rechecks, vec![1_100]);
+        // Commits without a retention forget nothing.
+        p.commit(&Commit {
+            watermark: Some(Timestamp(5_000)),
+            now: Timestamp(5_000),
+            ..Commit::default()
+        })
+        .unwrap();
+        assert!(p.was_seen("new", Timestamp(1_000)).unwrap());
+        at(&p, 1_100, 1_101);
+        assert!(!p.was_seen("new", Timestamp(1_000)).unwrap());
+        assert_eq!(p.tree.scan_prefix([SEEN]).count(), 0);
+        assert_eq!(p.tree.scan_prefix([RECHECK]).count(), 0);
     }
 
     #[test]

@@ -403,6 +403,33 @@ pub fn group_committed(brokers: &str, group: &str, topic: &str) -> Option<i64> {
     )
 }
 
+/// Commits `offset` for every partition of `topic` on behalf of consumer group `group`, as
+/// `kafka-consumer-groups --reset-offsets` would: the group must have no running members.
+///
+/// # Panics
+///
+/// When the broker refuses the commit.
+pub fn set_group_committed(brokers: &str, group: &str, topic: &str, offset: i64) {
+    let consumer = probe(brokers, group);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .expect("topic metadata");
+    let partitions = metadata
+        .topics()
+        .first()
+        .expect("the topic")
+        .partitions()
+        .len() as i32;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(offset))
+            .expect("a valid offset");
+    }
+    consumer
+        .commit(&tpl, churnwatch_kafka::rdkafka::consumer::CommitMode::Sync)
+        .unwrap_or_else(|e| panic!("committing offset {offset} for {group} on {topic}: {e}"));
+}
+
 /// Sends `GET path` over HTTP/1.0 (no chunked replies) to `addr` and returns the status code and the body.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};

@@ -76,18 +76,22 @@ pub fn run(args: &FootprintArgs) -> Result<()> {
     let mut rejected = 0u64;
     let mut in_batch = 0usize;
     let far_future = Timestamp(i64::MAX / 4);
-    // As scoring by default.
-    let dedup_retention_secs = scoring::ScoringConfig::default().dedup_retention.as_secs() as i64;
+    // As scoring by default, with the feed arriving in real time: processing time is the
+    // watermark, so the event ids held are those of a live deployment's steady state rather
+    // than of a backfill (which keeps every id for `dedup_min_age`).
+    let retention = scoring::ScoringConfig::default().seen_retention();
     let flush = |parts: &mut Vec<(Engine, churnwatch_store::Partition, Work)>| -> Result<()> {
         for (engine, partition, work) in parts.iter_mut() {
             let done = std::mem::take(work);
             if done.is_empty() {
                 continue;
             }
+            let watermark = engine.watermark();
             partition.commit(&Commit::of_work(
                 &done,
-                engine.watermark(),
-                dedup_retention_secs,
+                watermark,
+                watermark.unwrap_or_default(),
+                retention,
             ))?;
         }
         store.flush()?;

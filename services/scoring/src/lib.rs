@@ -25,7 +25,7 @@ use churnwatch_kafka::rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use churnwatch_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use churnwatch_kafka::{KafkaConfig, RebalanceContext, SafeConsumer};
 use churnwatch_runtime::{CancellationToken, metrics};
-use churnwatch_store::{Commit, Partition, Store};
+use churnwatch_store::{Commit, Partition, SeenRetention, Store};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::histogram::Histogram;
@@ -63,9 +63,15 @@ pub struct ScoringConfig {
     /// Interval between population refits of the models (wall time); none disables them.
     #[serde(with = "humantime_serde")]
     pub refit_interval: Option<Duration>,
-    /// How long processed event ids are remembered for de-duplication (event time).
+    /// How far behind the watermark (event time) processed event ids are still remembered
+    /// for de-duplication.
     #[serde(with = "humantime_serde")]
     pub dedup_retention: Duration,
+    /// How long (processing time) every processed event id is remembered at least, whatever
+    /// its event time: the window in which a redelivery, such as order-ingest re-producing
+    /// what it had not committed before a broker outage, is recognised.
+    #[serde(with = "humantime_serde")]
+    pub dedup_min_age: Duration,
     /// Most messages per batch.
     pub batch_size: usize,
     /// Longest wait to fill a batch.
@@ -86,6 +92,7 @@ impl Default for ScoringConfig {
             allowed_lateness: Duration::from_secs(3600),
             refit_interval: Some(Duration::from_secs(6 * 3600)),
             dedup_retention: Duration::from_secs(30 * 86_400),
+            dedup_min_age: Duration::from_secs(86_400),
             batch_size: 10_000,
             batch_timeout: Duration::from_millis(100),
             thresholds: Thresholds::default(),
@@ -119,6 +126,14 @@ impl ScoringConfig {
         }
     }
 
+    /// Returns how long the store remembers event ids.
+    pub fn seen_retention(&self) -> SeenRetention {
+        SeenRetention {
+            event_secs: self.dedup_retention.as_secs() as i64,
+            min_age_secs: self.dedup_min_age.as_secs() as i64,
+        }
+    }
+
     fn engine_clock(&self) -> Clock {
         match self.clock {
             ClockKind::Wall => Clock::Wall,
@@ -137,7 +152,7 @@ pub struct ScoringStats {
     pub consumed: AtomicU64,
     /// Events applied.
     pub applied: AtomicU64,
-    /// Duplicates ignored.
+    /// Duplicates ignored: repeated event ids, and redelivered messages already applied.
     pub duplicates: AtomicU64,
     /// Messages that were not valid accepted events (sent to the DLQ).
     pub invalid: AtomicU64,
@@ -220,7 +235,7 @@ impl Collector for ScoringStats {
             ),
             (
                 "churnwatch_scoring_events_duplicate",
-                "Redelivered or repeated events recognised by event id and ignored.",
+                "Redelivered or repeated events ignored: recognised by event id, or by offset as already applied.",
                 &self.duplicates,
             ),
             (
@@ -385,6 +400,11 @@ struct Owned {
     store: Partition,
     /// Whether a message was processed since the partition was adopted.
     started: bool,
+    /// The offset of the next message not yet applied to the store. The consumer group's
+    /// committed offset can be behind it (offsets are committed asynchronously, and not at all
+    /// while the broker is away), and a message it redelivers may be older than the event ids
+    /// the store still remembers, so messages before this offset are skipped by offset.
+    next_offset: Option<i64>,
 }
 
 /// The scoring service over its resources.
@@ -513,7 +533,8 @@ impl Scoring<'_> {
         let store = self.store.partition(partition)?;
         let timers = store.timers()?;
         let watermark = store.watermark()?;
-        info!(partition, timers = timers.len(), watermark = ?watermark, "resuming partition");
+        let next_offset = store.next_offset()?;
+        info!(partition, timers = timers.len(), watermark = ?watermark, next_offset, "resuming partition");
         let engine = Engine::new(
             self.model.clone(),
             self.config.engine_clock(),
@@ -526,6 +547,7 @@ impl Scoring<'_> {
                 engine,
                 store,
                 started: false,
+                next_offset,
             },
         );
         Ok(())
@@ -543,15 +565,35 @@ impl Scoring<'_> {
             by_partition.entry(m.partition()).or_default().push(m);
         }
         let wall = self.config.clock == ClockKind::Wall;
-        let mut done: Vec<(i32, Work)> = Vec::new();
+        // Each partition's work, with the offset after its last message, if it had any.
+        let mut done: Vec<(i32, Work, Option<i64>)> = Vec::new();
         let mut invalid: Vec<&OwnedMessage> = Vec::new();
+        let mut redelivered = 0;
         let ids: Vec<i32> = self.partitions.keys().copied().collect();
         for p in ids {
-            let messages = by_partition.remove(&p).unwrap_or_default();
+            let mut messages = by_partition.remove(&p).unwrap_or_default();
             if messages.is_empty() && !wall {
                 continue;
             }
             let owned = self.partitions.get_mut(&p).expect("adopted above");
+            // Only a batch that reaches past what is applied moves the stored offset.
+            let next_offset = messages
+                .last()
+                .map(|m| m.offset() + 1)
+                .filter(|&n| owned.next_offset.is_none_or(|applied| n > applied));
+            if let Some(applied) = owned.next_offset {
+                let before = messages.len();
+                messages.retain(|m| m.offset() >= applied);
+                if messages.len() < before {
+                    redelivered += (before - messages.len()) as u64;
+                    debug!(
+                        partition = p,
+                        skipped = before - messages.len(),
+                        applied_up_to = applied,
+                        "skipping redelivered messages already applied"
+                    );
+                }
+            }
             if let (false, Some(first)) = (owned.started, messages.first()) {
                 owned.started = true;
                 info!(
@@ -585,7 +627,7 @@ impl Scoring<'_> {
             if wall {
                 owned.engine.advance(&mut work, &mut owned.store, now)?;
             }
-            done.push((p, work));
+            done.push((p, work, next_offset));
         }
         self.stats
             .consumed
@@ -594,20 +636,34 @@ impl Scoring<'_> {
         // states are committed, redelivered events are duplicates and would not publish again.
         // A crash before the commit redoes the batch from the old states, which publishes the
         // same messages again under the same deterministic ids.
-        let records: Vec<Outgoing> = done.iter().flat_map(|(_, work)| outgoing(work)).collect();
+        let records: Vec<Outgoing> = done
+            .iter()
+            .flat_map(|(_, work, _)| outgoing(work))
+            .collect();
         if !self.publish(&records, shutdown) {
             return Ok(false);
         }
         self.dead_letter(&invalid, shutdown);
         let mut wrote = false;
-        for (p, work) in done.iter().filter(|(_, work)| !work.is_empty()) {
+        for (p, work, next_offset) in &done {
+            // A batch of nothing but duplicates by event id still moves the partition's offset.
+            if work.is_empty() && next_offset.is_none() {
+                continue;
+            }
             wrote = true;
-            let owned = &self.partitions[p];
-            owned.store.commit(&Commit::of_work(
-                work,
-                owned.engine.watermark(),
-                self.config.dedup_retention.as_secs() as i64,
-            ))?;
+            let owned = self.partitions.get_mut(p).expect("adopted above");
+            owned.store.commit(&Commit {
+                next_offset: *next_offset,
+                ..Commit::of_work(
+                    work,
+                    owned.engine.watermark(),
+                    now,
+                    self.config.seen_retention(),
+                )
+            })?;
+            if next_offset.is_some() {
+                owned.next_offset = *next_offset;
+            }
         }
         // With nothing written there is nothing to flush (in wall-clock mode this runs every
         // batch timeout even when idle).
@@ -616,9 +672,12 @@ impl Scoring<'_> {
         }
         // Every piece of work is counted, including one that only recognised duplicates and so
         // wrote nothing.
-        for (_, work) in &done {
+        for (_, work, _) in &done {
             self.count(work);
         }
+        self.stats
+            .duplicates
+            .fetch_add(redelivered, Ordering::Relaxed);
         Ok(true)
     }
 
