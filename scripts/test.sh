@@ -21,18 +21,25 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy (warnings are errors)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
-step "cargo build --workspace --bins (the end-to-end tests run the binaries)"
-cargo build --workspace --bins --locked
+# One feature set throughout (all features: the OTLP exporter is built and tested too), so
+# the binaries and the tests share their compiled dependencies.
+step "cargo build --workspace --bins --all-features (the end-to-end tests run the binaries)"
+cargo build --workspace --bins --all-features --locked
 
 if cargo nextest --version >/dev/null 2>&1; then
     # nextest does not run doctests; run them first so nextest's summary closes the output.
     step "cargo test --doc --workspace"
-    cargo test --workspace --doc --locked
+    cargo test --workspace --doc --all-features --locked
+    # The runtime's behaviour without the otlp feature (it refuses --otlp-endpoint), which the
+    # all-features run below cannot see.
+    step "cargo nextest run -p churnwatch-runtime (default features)"
+    cargo clippy -p churnwatch-runtime --all-targets --locked -- -D warnings
+    cargo nextest run -p churnwatch-runtime --locked
     step "cargo nextest run --workspace"
-    cargo nextest run --workspace --locked --no-fail-fast
+    cargo nextest run --workspace --all-features --locked --no-fail-fast
 else
     step "cargo test --workspace (cargo-nextest not installed)"
-    cargo test --workspace --locked --no-fail-fast
+    cargo test --workspace --all-features --locked --no-fail-fast
 fi

@@ -11,8 +11,8 @@ use churnwatch_core::{CustomerState, Model, ParseConfig, Timestamp, parse_event}
 use churnwatch_e2e::bin;
 use churnwatch_synth::{FX_RATES_TO_USD, LineKind, SynthConfig, generate};
 use churnwatch_testkit::{
-    Broker, Service, Storage, consume_all, group_committed, header, http_get, metric, produce,
-    set_group_committed, topic_end, wait_until,
+    Broker, OtlpCollector, Service, Storage, consume_all, group_committed, header, http_get,
+    metric, produce, set_group_committed, topic_end, wait_until,
 };
 
 /// A generated feed: its lines in feed order, with the label of each.
@@ -94,6 +94,8 @@ fn export(state_dir: &Path) -> BTreeMap<String, CustomerState> {
 struct Rig {
     broker: Broker,
     dir: tempfile::TempDir,
+    /// The OTLP collector the services export spans to, if any.
+    otlp: Option<String>,
 }
 
 impl Rig {
@@ -101,7 +103,17 @@ impl Rig {
         Self {
             broker: Broker::start(storage),
             dir: tempfile::tempdir().unwrap(),
+            otlp: None,
         }
+    }
+
+    /// The environment of a service: `extra`, and the OTLP endpoint.
+    fn env<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut env = extra.to_vec();
+        if let Some(endpoint) = &self.otlp {
+            env.push(("CHURNWATCH_OTLP_ENDPOINT", endpoint));
+        }
+        env
     }
 
     fn state_dir(&self) -> std::path::PathBuf {
@@ -122,7 +134,7 @@ impl Rig {
                 "--log-format",
                 "json",
             ],
-            &[],
+            &self.env(&[]),
             self.dir.path(),
         )
     }
@@ -158,7 +170,7 @@ impl Rig {
                 "--log-format",
                 "json",
             ],
-            &[("CHURNWATCH_CONFIG", config.to_str().unwrap())],
+            &self.env(&[("CHURNWATCH_CONFIG", config.to_str().unwrap())]),
             self.dir.path(),
         )
     }
@@ -608,6 +620,58 @@ fn events_order_ingest_produces_again_are_recognised_however_old() {
     terminate_cleanly(&mut scoring);
     terminate_cleanly(&mut ingest);
     assert_same_states(&export(&rig.state_dir()), &reference(&feed));
+}
+
+#[test]
+fn the_services_export_their_batch_spans_over_otlp() {
+    let collector = OtlpCollector::start();
+    let mut rig = Rig::new(Storage::Memory);
+    rig.otlp = Some(collector.endpoint());
+    let feed = feed(30, 3, 26);
+    let mut ingest = rig.ingest();
+    let mut scoring = rig.scoring();
+    for service in [&mut ingest, &mut scoring] {
+        let started = wait_until(Duration::from_secs(20), || {
+            !service.running() || service.log().contains("running")
+        });
+        assert!(
+            started && service.running(),
+            "{} did not start (scripts/test.sh builds the binaries with --all-features, which includes `otlp`):\n{}",
+            service.name(),
+            service.log()
+        );
+    }
+    produce(
+        &rig.broker.brokers(),
+        "orders",
+        feed.lines.iter().map(|(k, v, _)| (k.clone(), v.clone())),
+    );
+    rig.wait_drained(
+        feed.len(),
+        feed.accepted(),
+        &mut [&mut ingest, &mut scoring],
+    );
+    // A clean stop exports the spans still buffered.
+    terminate_cleanly(&mut scoring);
+    terminate_cleanly(&mut ingest);
+    let spans = collector.spans();
+    for service in ["order-ingest", "scoring"] {
+        let batch = spans.iter().find(|(from, span)| {
+            from == service
+                && span.name == "batch"
+                && ["partition", "first_offset"]
+                    .iter()
+                    .all(|key| span.attributes.iter().any(|a| a.key == *key))
+        });
+        assert!(
+            batch.is_some(),
+            "no batch span with partition and first offset from {service} among {:?}",
+            spans
+                .iter()
+                .map(|(from, s)| format!("{from}/{}", s.name))
+                .collect::<Vec<_>>()
+        );
+    }
 }
 
 /// Runs `churnwatch query --addr ADDR ARGS...` and returns its exit status and stdout.

@@ -1,10 +1,14 @@
 //! What every churnwatch service process needs around its work: configuration layered as
 //! defaults < TOML file < `CHURNWATCH_*` environment < command-line flags, tracing set-up
 //! (`--log-format json|pretty`, `--log-level`), a shutdown token cancelled by SIGTERM or
-//! SIGINT, and the admin HTTP endpoint (`/metrics`, `/healthz`, `/readyz`).
+//! SIGINT, and the admin HTTP endpoint (`/metrics`, `/healthz`, `/readyz`). Built with the
+//! `otlp` feature, spans are also exported over OTLP/HTTP (`--otlp-endpoint`).
 
 pub mod admin;
 pub mod metrics;
+mod telemetry;
+
+pub use telemetry::{TracingGuard, init_tracing, install_tracing};
 
 use std::path::Path;
 
@@ -100,31 +104,6 @@ impl std::str::FromStr for LogFormat {
             other => Err(format!("log format {other:?} must be pretty or json")),
         }
     }
-}
-
-/// Installs the global tracing subscriber writing to standard error; `level` is an
-/// `EnvFilter` directive such as `info` or `scoring=debug,rdkafka=warn`.
-///
-/// # Errors
-///
-/// When the level directive does not parse.
-pub fn init_tracing(format: LogFormat, level: &str) -> Result<(), String> {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(level).map_err(|e| format!("log level {level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-    };
-    // A second init (tests, the all-in-one binary) keeps the first subscriber.
-    let _ = result;
-    Ok(())
 }
 
 /// Returns a token cancelled on the first SIGTERM or SIGINT. Must be called inside a tokio
@@ -344,6 +323,10 @@ pub struct ServiceArgs {
     /// [default: 127.0.0.1:9101 order-ingest, :9102 scoring, :9103 query; "off" disables it].
     #[arg(long, env = "CHURNWATCH_ADMIN_ADDR")]
     pub admin_addr: Option<String>,
+    /// OTLP/HTTP collector to export spans to, e.g. http://otel-collector:4318 (spans go to
+    /// its /v1/traces). Needs a build with the `otlp` cargo feature.
+    #[arg(long, env = "CHURNWATCH_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl ServiceArgs {
@@ -400,18 +383,27 @@ impl ServiceArgs {
     }
 
     /// Reads the layered configuration (defaults < file < environment < `overrides`, which
-    /// should start from [`ServiceArgs::overrides`]) and sets up tracing.
+    /// should start from [`ServiceArgs::overrides`]) and sets up tracing, naming the process
+    /// `service` in exported spans. Keep the returned guard until the end of `main`: dropping
+    /// it sends the spans not yet exported.
     ///
     /// # Errors
     ///
-    /// When the configuration does not read or the log level does not parse.
+    /// When the configuration does not read, the log level does not parse, or an OTLP
+    /// endpoint is given that this build cannot export to.
     pub fn configure<T: DeserializeOwned + Serialize + Default>(
         &self,
         overrides: Overrides,
-    ) -> Result<T, String> {
+        service: &str,
+    ) -> Result<(T, TracingGuard), String> {
         let config =
             layered(self.config.as_deref(), overrides.into_value()).map_err(|e| e.to_string())?;
-        init_tracing(self.log_format, &self.log_level)?;
-        Ok(config)
+        let guard = install_tracing(
+            self.log_format,
+            &self.log_level,
+            self.otlp_endpoint.as_deref(),
+            service,
+        )?;
+        Ok((config, guard))
     }
 }

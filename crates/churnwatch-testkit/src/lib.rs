@@ -456,3 +456,109 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
+
+/// The OTLP protocol types of [`OtlpCollector`]'s spans.
+pub use opentelemetry_proto;
+
+/// A span an [`OtlpCollector`] received, with the service that sent it.
+pub type ReceivedSpan = (String, opentelemetry_proto::tonic::trace::v1::Span);
+
+/// An OTLP/HTTP trace collector on loopback: it accepts protobuf export requests on
+/// `/v1/traces` and keeps their spans.
+#[derive(Debug)]
+pub struct OtlpCollector {
+    addr: std::net::SocketAddr,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<ReceivedSpan>>>,
+}
+
+impl OtlpCollector {
+    /// Starts the collector on a free loopback port.
+    ///
+    /// # Panics
+    ///
+    /// When no port can be bound.
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let addr = listener.local_addr().expect("the bound address");
+        let spans = std::sync::Arc::default();
+        let sink = std::sync::Arc::clone(&spans);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let sink = std::sync::Arc::clone(&sink);
+                std::thread::spawn(move || serve_otlp(stream, &sink));
+            }
+        });
+        Self { addr, spans }
+    }
+
+    /// Returns the endpoint to give an exporter, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Returns the spans received so far.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.spans.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Answers the export requests of one keep-alive connection until the client closes it.
+fn serve_otlp(mut stream: TcpStream, sink: &std::sync::Mutex<Vec<ReceivedSpan>>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message as _;
+    use std::io::{Read, Write};
+
+    let mut data = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => data.extend_from_slice(&buf[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while data.len() < end + 4 + length {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => data.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body: Vec<u8> = data.drain(..end + 4 + length).skip(end + 4).collect();
+        let status = match ExportTraceServiceRequest::decode(body.as_slice()) {
+            Ok(request) if head.starts_with("post /v1/traces ") => {
+                let mut spans = sink.lock().unwrap_or_else(|p| p.into_inner());
+                for rs in request.resource_spans {
+                    let service = rs
+                        .resource
+                        .iter()
+                        .flat_map(|r| &r.attributes)
+                        .find(|a| a.key == "service.name")
+                        .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                            Value::StringValue(s) => Some(s.clone()),
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+                        spans.push((service.clone(), span));
+                    }
+                }
+                "200 OK"
+            }
+            _ => "400 Bad Request",
+        };
+        let reply = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
+        );
+        if stream.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}

@@ -62,9 +62,10 @@ fn overrides(a: &Args) -> Result<Overrides> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let config: IngestConfig = args
+    // The guard outlives the runtime: dropping it last exports the final spans.
+    let (config, _tracing): (IngestConfig, _) = args
         .common
-        .configure(overrides(&args)?)
+        .configure(overrides(&args)?, "order-ingest")
         .map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

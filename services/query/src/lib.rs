@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
-pub mod grpc_metrics;
+pub mod grpc_telemetry;
 pub mod materialize;
 pub mod service;
 pub mod view;
@@ -266,7 +266,7 @@ fn tls_config(
     ))
 }
 
-/// Serves the API on `listener` until `shutdown`, counting requests in `grpc_metrics`:
+/// Serves the API on `listener` until `shutdown`, tracing requests and counting them in `grpc_metrics`:
 /// NOT_SERVING on `grpc.health.v1` until
 /// `caught_up` says the view has caught up, SERVING after, NOT_SERVING again as soon as
 /// shutdown begins; then requests in flight get up to `config.shutdown_grace` to finish.
@@ -279,7 +279,7 @@ pub async fn serve(
     listener: TcpListener,
     view: View,
     mut caught_up: watch::Receiver<bool>,
-    grpc_metrics: grpc_metrics::GrpcMetrics,
+    grpc_metrics: grpc_telemetry::GrpcMetrics,
     shutdown: CancellationToken,
 ) -> Result<(), QueryError> {
     let tls = tls_config(&config)?;
@@ -356,7 +356,7 @@ pub async fn serve(
     }
     let server = builder
         .timeout(Duration::from_secs(60))
-        .layer(grpc_metrics::GrpcMetricsLayer(grpc_metrics))
+        .layer(grpc_telemetry::GrpcTelemetryLayer(grpc_metrics))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

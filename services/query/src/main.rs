@@ -79,9 +79,10 @@ fn overrides(a: &Args) -> Result<Overrides> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let config: QueryConfig = args
+    // The guard outlives the runtime: dropping it last exports the final spans.
+    let (config, _tracing): (QueryConfig, _) = args
         .common
-        .configure(overrides(&args)?)
+        .configure(overrides(&args)?, "query")
         .map_err(anyhow::Error::msg)?;
     config
         .validate()

@@ -27,7 +27,7 @@ pub struct ViewStats {
     /// Messages that are not profiles, skipped.
     pub invalid: AtomicU64,
     /// Requests, responses by code and latency of the gRPC server, by method.
-    pub grpc: crate::grpc_metrics::GrpcMetrics,
+    pub grpc: crate::grpc_telemetry::GrpcMetrics,
 }
 
 /// The view's figures for Prometheus, read at each scrape.

@@ -71,7 +71,7 @@ fn fill_at(view: &View, first_offset: i64, profiles: &[Profile]) {
 struct Server {
     addr: SocketAddr,
     view: View,
-    grpc: query::grpc_metrics::GrpcMetrics,
+    grpc: query::grpc_telemetry::GrpcMetrics,
     caught_up: watch::Sender<bool>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), query::QueryError>>,
@@ -97,7 +97,7 @@ async fn start_with(profiles: &[Profile], config: QueryConfig) -> Server {
     let addr = listener.local_addr().unwrap();
     let (caught_up, rx) = watch::channel(false);
     let shutdown = CancellationToken::new();
-    let grpc = query::grpc_metrics::GrpcMetrics::default();
+    let grpc = query::grpc_telemetry::GrpcMetrics::default();
     let task = tokio::spawn(query::serve(
         config,
         listener,

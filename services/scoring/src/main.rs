@@ -153,9 +153,10 @@ fn main() -> Result<()> {
     if let Some(Command::Export { state_dir }) = &args.command {
         return export(state_dir);
     }
-    let config: ScoringConfig = args
+    // The guard outlives the runtime: dropping it last exports the final spans.
+    let (config, _tracing): (ScoringConfig, _) = args
         .common
-        .configure(overrides(&args)?)
+        .configure(overrides(&args)?, "scoring")
         .map_err(anyhow::Error::msg)?;
     config
         .validate()
