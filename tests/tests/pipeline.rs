@@ -585,6 +585,61 @@ fn a_committed_offset_behind_the_state_store_does_not_apply_events_twice() {
 }
 
 #[test]
+fn a_partition_resuming_past_its_stored_state_is_reported_as_missing_messages() {
+    // What a second scoring replica with its own volume causes: the group's offset moves on
+    // while this store's state of the partition does not.
+    let rig = Rig::new(Storage::Sqlite);
+    let feed = feed(200, 12, 27);
+    let half = feed.lines.len() / 2;
+    let first = Feed {
+        lines: feed.lines[..half].to_vec(),
+    };
+    let (mut ingest, mut scoring) = rig.run_through(&first);
+    terminate_cleanly(&mut scoring);
+    produce(
+        &rig.broker.brokers(),
+        "orders",
+        feed.lines[half..]
+            .iter()
+            .map(|(k, v, _)| (k.clone(), v.clone())),
+    );
+    let ingested = wait_until(Duration::from_secs(120), || {
+        rig.committed("churnwatch-order-ingest", "orders") == Some(feed.len())
+    });
+    assert!(ingested, "{}", ingest.log());
+    set_group_committed(
+        &rig.broker.brokers(),
+        "churnwatch-scoring",
+        "orders-accepted",
+        first.accepted() + 10,
+    );
+
+    let mut scoring = rig.scoring();
+    rig.wait_drained(
+        feed.len(),
+        feed.accepted(),
+        &mut [&mut ingest, &mut scoring],
+    );
+    let admin = scoring.admin_addr().expect("the admin endpoint is logged");
+    let (_, text) = http_get(&admin, "/metrics").unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            "churnwatch_scoring_messages_missing_from_state_total"
+        ),
+        Some(10.0),
+        "{text}"
+    );
+    let log = scoring.log();
+    assert!(
+        log.contains("\"missing\":10") && log.contains("Run one scoring replica per state"),
+        "{log}"
+    );
+    terminate_cleanly(&mut scoring);
+    terminate_cleanly(&mut ingest);
+}
+
+#[test]
 fn events_order_ingest_produces_again_are_recognised_however_old() {
     // order-ingest stores its offsets only after what it produced is acknowledged, so a
     // restart re-produces what it had not committed, as new messages. Here it re-produces the

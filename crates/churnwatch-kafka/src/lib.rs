@@ -384,7 +384,8 @@ pub struct AssignmentChanges {
 /// their producers are not transactional, so after offset `n` of a partition (or its committed
 /// offset `n + 1` at assignment) the next message must be `n + 1`. A jump means the broker
 /// skipped messages — data loss this consumer cannot repair — and is logged as an error and
-/// counted ([`RebalanceContext::skipped`]), never passed over in silence.
+/// counted ([`RebalanceContext::skipped`], exported by [`ConsumerLag`]), never passed over in
+/// silence.
 #[derive(Debug, Clone, Default)]
 pub struct RebalanceContext {
     changes: Arc<Mutex<AssignmentChanges>>,
@@ -567,7 +568,17 @@ impl prometheus_client::collector::Collector for ConsumerLag {
                 ConstGauge::new(lag).encode(family.encode_family(&labels)?)?;
             }
         }
-        Ok(())
+        let skipped = self.context.get().map_or(0, RebalanceContext::skipped);
+        let counter = prometheus_client::metrics::counter::ConstCounter::new(skipped);
+        counter.encode(
+            enc.encode_descriptor(
+                "churnwatch_consumer_messages_skipped",
+                "Messages the broker never delivered: offsets missing between consecutive messages of a partition (data loss; see the consumer's error log).",
+                None,
+                counter.metric_type(),
+            )?
+            .encode_family(&[("group", self.group.as_str())])?,
+        )
     }
 }
 

@@ -30,7 +30,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info, info_span, warn};
+use tracing::{debug, error, info, info_span, warn};
 
 /// Which clock evaluations run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -154,6 +154,10 @@ pub struct ScoringStats {
     pub applied: AtomicU64,
     /// Duplicates ignored: repeated event ids, and redelivered messages already applied.
     pub duplicates: AtomicU64,
+    /// Messages of an adopted partition between what this store applied and where consumption
+    /// resumed: applied elsewhere (another replica with its own state) or never, so the
+    /// partition's states lack them.
+    pub missing_from_state: AtomicU64,
     /// Messages that were not valid accepted events (sent to the DLQ).
     pub invalid: AtomicU64,
     /// Timers fired.
@@ -198,6 +202,7 @@ impl Default for ScoringStats {
             consumed: AtomicU64::default(),
             applied: AtomicU64::default(),
             duplicates: AtomicU64::default(),
+            missing_from_state: AtomicU64::default(),
             invalid: AtomicU64::default(),
             timers_fired: AtomicU64::default(),
             risk_events: AtomicU64::default(),
@@ -237,6 +242,11 @@ impl Collector for ScoringStats {
                 "churnwatch_scoring_events_duplicate",
                 "Redelivered or repeated events ignored: recognised by event id, or by offset as already applied.",
                 &self.duplicates,
+            ),
+            (
+                "churnwatch_scoring_messages_missing_from_state",
+                "Messages of a partition that resumed past the offset its stored state reaches: applied by another replica's state or never (the partition's states are incomplete; see the error log).",
+                &self.missing_from_state,
             ),
             (
                 "churnwatch_scoring_messages_invalid",
@@ -601,6 +611,29 @@ impl Scoring<'_> {
                     offset = first.offset(),
                     "consuming partition from offset"
                 );
+                if owned.next_offset.is_none() && first.offset() > 0 {
+                    warn!(
+                        partition = p,
+                        offset = first.offset(),
+                        "this store has no state of the partition, yet consumption starts at offset {}: customers' events before it are not in their states (expected only if the topic's older messages were deleted, or if another scoring instance with its own state processed them)",
+                        first.offset()
+                    );
+                }
+                if let Some(applied) = owned.next_offset.filter(|&a| first.offset() > a) {
+                    let missing = first.offset() - applied;
+                    self.stats
+                        .missing_from_state
+                        .fetch_add(missing as u64, Ordering::Relaxed);
+                    error!(
+                        partition = p,
+                        applied_up_to = applied,
+                        resumed_at = first.offset(),
+                        missing,
+                        "this store's state of the partition stops at offset {applied} but consumption resumed at {}: offsets {applied}..{} were applied by another scoring instance with its own state, or never; the partition's customer states are incomplete. Run one scoring replica per state, or rebuild the state (README: Rebuilding scoring's state)",
+                        first.offset(),
+                        first.offset() - 1
+                    );
+                }
             }
             let span = info_span!(
                 "batch",
