@@ -16,6 +16,9 @@ scripts/install-tansu.sh
 scripts/install-python-client.sh
 # promtool (Debian's prometheus package) tests the alert rules in deploy/prometheus.
 scripts/install-prometheus.sh
+# The deployment files (deploy/) are validated offline: PyYAML, kubernetes-validate's schemas,
+# BuildKit's Dockerfile parser and docker-compose's `config`.
+scripts/install-deploy-validators.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
