@@ -18,17 +18,4 @@ else
     echo "deploy validators installed at $venv"
 fi
 
-if command -v docker-compose >/dev/null 2>&1; then
-    echo "docker-compose: $(docker-compose version --short 2>/dev/null || docker-compose version | head -1)"
-    exit 0
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "docker-compose is missing and this is not a Debian-like system: install docker-compose (1.29 or later) and run again" >&2
-    exit 1
-fi
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get install -y --no-install-recommends docker-compose >/dev/null \
-    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends docker-compose >/dev/null; }
-echo "docker-compose: $(docker-compose version --short 2>/dev/null || docker-compose version | head -1)"
+exec scripts/apt-install.sh docker-compose docker-compose version --short

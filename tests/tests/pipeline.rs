@@ -544,6 +544,33 @@ fn the_broker_stopped_and_restarted_mid_run_loses_nothing() {
     assert_same_states(&export(&rig.state_dir()), &reference(&feed));
 }
 
+/// Asserts that the running `scoring` applied nothing and recognised every accepted event of
+/// `feed` as already applied, then stops both services and compares the states with the
+/// core's.
+fn assert_all_recognised_again(
+    rig: &Rig,
+    feed: &Feed,
+    ingest: &mut Service,
+    scoring: &mut Service,
+) {
+    let admin = scoring.admin_addr().expect("the admin endpoint is logged");
+    let (_, text) = http_get(&admin, "/metrics").unwrap();
+    let count = |series| metric(&text, series).unwrap_or_else(|| panic!("{series} in\n{text}"));
+    assert_eq!(
+        count("churnwatch_scoring_events_applied_total"),
+        0.0,
+        "{}",
+        scoring.log()
+    );
+    assert_eq!(
+        count("churnwatch_scoring_events_duplicate_total"),
+        feed.accepted() as f64
+    );
+    terminate_cleanly(scoring);
+    terminate_cleanly(ingest);
+    assert_same_states(&export(&rig.state_dir()), &reference(feed));
+}
+
 #[test]
 fn a_committed_offset_behind_the_state_store_does_not_apply_events_twice() {
     // Offsets are committed asynchronously and not at all while the broker is away, so a
@@ -566,22 +593,7 @@ fn a_committed_offset_behind_the_state_store_does_not_apply_events_twice() {
         feed.accepted(),
         &mut [&mut ingest, &mut scoring],
     );
-    let admin = scoring.admin_addr().expect("the admin endpoint is logged");
-    let (_, text) = http_get(&admin, "/metrics").unwrap();
-    let count = |series| metric(&text, series).unwrap_or_else(|| panic!("{series} in\n{text}"));
-    assert_eq!(
-        count("churnwatch_scoring_events_applied_total"),
-        0.0,
-        "{}",
-        scoring.log()
-    );
-    assert_eq!(
-        count("churnwatch_scoring_events_duplicate_total"),
-        feed.accepted() as f64
-    );
-    terminate_cleanly(&mut scoring);
-    terminate_cleanly(&mut ingest);
-    assert_same_states(&export(&rig.state_dir()), &reference(&feed));
+    assert_all_recognised_again(&rig, &feed, &mut ingest, &mut scoring);
 }
 
 #[test]
@@ -659,22 +671,7 @@ fn events_order_ingest_produces_again_are_recognised_however_old() {
         2 * feed.accepted(),
         &mut [&mut ingest, &mut scoring],
     );
-    let admin = scoring.admin_addr().expect("the admin endpoint is logged");
-    let (_, text) = http_get(&admin, "/metrics").unwrap();
-    let count = |series| metric(&text, series).unwrap_or_else(|| panic!("{series} in\n{text}"));
-    assert_eq!(
-        count("churnwatch_scoring_events_applied_total"),
-        0.0,
-        "{}",
-        scoring.log()
-    );
-    assert_eq!(
-        count("churnwatch_scoring_events_duplicate_total"),
-        feed.accepted() as f64
-    );
-    terminate_cleanly(&mut scoring);
-    terminate_cleanly(&mut ingest);
-    assert_same_states(&export(&rig.state_dir()), &reference(&feed));
+    assert_all_recognised_again(&rig, &feed, &mut ingest, &mut scoring);
 }
 
 #[test]
