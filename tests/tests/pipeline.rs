@@ -707,23 +707,40 @@ fn the_services_export_their_batch_spans_over_otlp() {
     terminate_cleanly(&mut scoring);
     terminate_cleanly(&mut ingest);
     let spans = collector.spans();
-    for service in ["order-ingest", "scoring"] {
-        let batch = spans.iter().find(|(from, span)| {
-            from == service
-                && span.name == "batch"
-                && ["partition", "first_offset"]
-                    .iter()
-                    .all(|key| span.attributes.iter().any(|a| a.key == *key))
-        });
-        assert!(
-            batch.is_some(),
-            "no batch span with partition and first offset from {service} among {:?}",
-            spans
+    let attribute = |span: &churnwatch_testkit::opentelemetry_proto::tonic::trace::v1::Span,
+                     key: &str| {
+        span.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.clone()?.value)
+            .map(|v| format!("{v:?}"))
+    };
+    // order-ingest's batches span partitions: one field lists each one's offset range.
+    let ingest_first = spans.iter().find_map(|(from, span)| {
+        (from == "order-ingest" && span.name == "batch")
+            .then(|| attribute(span, "offsets"))
+            .flatten()
+    });
+    assert!(
+        ingest_first.as_deref().is_some_and(|o| o.contains("0:0-")),
+        "order-ingest's first batch span names partition 0 from offset 0: {ingest_first:?} among {spans:?}"
+    );
+    // scoring's batch spans are per partition.
+    let scoring = spans.iter().find(|(from, span)| {
+        from == "scoring"
+            && span.name == "batch"
+            && ["partition", "first_offset", "last_offset"]
                 .iter()
-                .map(|(from, s)| format!("{from}/{}", s.name))
-                .collect::<Vec<_>>()
-        );
-    }
+                .all(|key| attribute(span, key).is_some())
+    });
+    assert!(
+        scoring.is_some(),
+        "no scoring batch span with partition and offsets among {:?}",
+        spans
+            .iter()
+            .map(|(from, s)| format!("{from}/{}", s.name))
+            .collect::<Vec<_>>()
+    );
 }
 
 /// Runs `churnwatch query --addr ADDR ARGS...` and returns its exit status and stdout.

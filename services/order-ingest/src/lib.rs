@@ -311,6 +311,23 @@ pub fn run(
     Ok(())
 }
 
+/// Returns the offset range of each partition in a batch, e.g. `0:100-199,3:40-52`.
+fn offset_ranges(batch: &[OwnedMessage]) -> String {
+    let mut ranges: std::collections::BTreeMap<i32, (i64, i64)> = Default::default();
+    for m in batch {
+        let r = ranges
+            .entry(m.partition())
+            .or_insert((m.offset(), m.offset()));
+        r.0 = r.0.min(m.offset());
+        r.1 = r.1.max(m.offset());
+    }
+    ranges
+        .iter()
+        .map(|(p, (first, last))| format!("{p}:{first}-{last}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Produces a batch's outcomes; returns whether every produce was acknowledged.
 fn process_batch(
     batch: &[OwnedMessage],
@@ -323,8 +340,7 @@ fn process_batch(
     let span = info_span!(
         "batch",
         messages = batch.len(),
-        first_offset = batch[0].offset(),
-        partition = batch[0].partition()
+        offsets = %offset_ranges(batch)
     );
     let _enter = span.enter();
     let now = churnwatch_runtime::wall_now();
