@@ -8,7 +8,7 @@ pub mod admin;
 pub mod metrics;
 mod telemetry;
 
-pub use telemetry::{TracingGuard, init_tracing, install_tracing};
+pub use telemetry::{TracingGuard, continue_remote_trace, init_tracing, install_tracing};
 
 use std::path::Path;
 

@@ -102,6 +102,16 @@ fn export_layer(endpoint: &str, _: &str) -> Result<(Option<BoxedLayer>, TracingG
     ))
 }
 
+/// Makes `span` a child of the W3C trace context a request carries (`traceparent`,
+/// `tracestate`, read through `header`), so that a caller's trace continues through it in the
+/// exported spans. Changes nothing without such a header, or in a build without `otlp`.
+pub fn continue_remote_trace<'h>(span: &tracing::Span, header: impl Fn(&str) -> Option<&'h str>) {
+    #[cfg(feature = "otlp")]
+    otlp::continue_remote_trace(span, &header);
+    #[cfg(not(feature = "otlp"))]
+    let _ = (span, header);
+}
+
 #[cfg(feature = "otlp")]
 pub(crate) mod otlp {
     //! Span export over OTLP/HTTP with protobuf bodies, from the SDK's own batching thread.
@@ -143,6 +153,34 @@ pub(crate) mod otlp {
             .with_batch_exporter(exporter)
             .with_resource(resource.build())
             .build())
+    }
+
+    /// Request headers, as the propagator reads them.
+    struct Headers<'a, 'h>(&'a dyn Fn(&str) -> Option<&'h str>);
+
+    impl opentelemetry::propagation::Extractor for Headers<'_, '_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            (self.0)(key)
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent", "tracestate"]
+        }
+    }
+
+    /// See [`super::continue_remote_trace`].
+    pub(crate) fn continue_remote_trace<'h>(
+        span: &tracing::Span,
+        header: &dyn Fn(&str) -> Option<&'h str>,
+    ) {
+        use opentelemetry::propagation::TextMapPropagator as _;
+        use opentelemetry::trace::TraceContextExt as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let parent =
+            opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Headers(header));
+        if parent.span().span_context().is_valid() {
+            let _ = span.set_parent(parent);
+        }
     }
 
     /// Returns the layer turning tracing spans into OpenTelemetry spans of `provider`.
@@ -214,5 +252,57 @@ mod tests {
         };
         assert_eq!(attribute("partition"), Some(Value::IntValue(3)));
         assert_eq!(attribute("first_offset"), Some(Value::IntValue(100)));
+    }
+
+    /// A caller's W3C trace context makes the request's span part of the caller's trace.
+    #[cfg(feature = "otlp")]
+    #[test]
+    fn a_request_carrying_a_traceparent_continues_the_callers_trace() {
+        let collector = churnwatch_testkit::OtlpCollector::start();
+        let provider = otlp::provider(&collector.endpoint(), "query-test").unwrap();
+        let subscriber = tracing_subscriber::registry()
+            .with(EnvFilter::new("info"))
+            .with(otlp::layer(&provider, "t"));
+        let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let caller_span = "00f067aa0ba902b7";
+        let traceparent = format!("00-{trace_id}-{caller_span}-01");
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("grpc_request");
+            continue_remote_trace(&span, |name| {
+                (name == "traceparent").then_some(traceparent.as_str())
+            });
+            span.in_scope(|| tracing::info!("handled"));
+            // Without the header, a request starts a trace of its own.
+            let alone = tracing::info_span!("grpc_request_alone");
+            continue_remote_trace(&alone, |_| None);
+            alone.in_scope(|| tracing::info!("handled"));
+        });
+        provider.shutdown().expect("the spans are exported");
+
+        let spans = collector.spans();
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let find = |name: &str| {
+            spans
+                .iter()
+                .map(|(_, s)| s)
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("no {name} span among {spans:?}"))
+        };
+        let continued = find("grpc_request");
+        assert_eq!(hex(&continued.trace_id), trace_id);
+        assert_eq!(hex(&continued.parent_span_id), caller_span);
+        let alone = find("grpc_request_alone");
+        assert_ne!(hex(&alone.trace_id), trace_id);
+        assert!(alone.parent_span_id.is_empty());
+    }
+
+    #[cfg(not(feature = "otlp"))]
+    #[test]
+    fn without_the_exporter_a_traceparent_changes_nothing() {
+        let span = tracing::Span::none();
+        continue_remote_trace(&span, |_| {
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        });
+        assert!(span.is_none());
     }
 }

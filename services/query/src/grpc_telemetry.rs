@@ -141,6 +141,10 @@ where
             rpc.grpc.status_code = tracing::field::Empty,
             duration_ms = tracing::field::Empty,
         );
+        // A caller's W3C trace context (`traceparent`) makes this request part of its trace.
+        churnwatch_runtime::continue_remote_trace(&span, |name| {
+            request.headers().get(name)?.to_str().ok()
+        });
         let metrics = self.metrics.clone();
         metrics
             .requests
