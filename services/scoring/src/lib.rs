@@ -417,6 +417,69 @@ struct Owned {
     next_offset: Option<i64>,
 }
 
+impl Owned {
+    /// Drops from a partition's `messages` those its store has already applied (redelivered
+    /// because the committed offset lags the store); returns how many, and the offset the
+    /// batch moves the store to, if it reaches past what is applied.
+    fn drop_applied(
+        &self,
+        partition: i32,
+        messages: &mut Vec<&OwnedMessage>,
+    ) -> (u64, Option<i64>) {
+        let next_offset = messages
+            .last()
+            .map(|m| m.offset() + 1)
+            .filter(|&n| self.next_offset.is_none_or(|applied| n > applied));
+        let Some(applied) = self.next_offset else {
+            return (0, next_offset);
+        };
+        let before = messages.len();
+        messages.retain(|m| m.offset() >= applied);
+        let skipped = before - messages.len();
+        if skipped > 0 {
+            debug!(
+                partition,
+                skipped,
+                applied_up_to = applied,
+                "skipping redelivered messages already applied"
+            );
+        }
+        (skipped as u64, next_offset)
+    }
+
+    /// On the partition's first new message since adoption, at `offset`: reports consumption
+    /// resuming anywhere but where the stored state ends.
+    fn check_resumption(&mut self, partition: i32, offset: i64, stats: &ScoringStats) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        info!(partition, offset, "consuming partition from offset");
+        match self.next_offset {
+            None if offset > 0 => warn!(
+                partition,
+                offset,
+                "this store has no state of the partition, yet consumption starts at offset {offset}: customers' events before it are not in their states (expected only if the topic's older messages were deleted, or if another scoring instance with its own state processed them)"
+            ),
+            Some(applied) if offset > applied => {
+                let missing = offset - applied;
+                stats
+                    .missing_from_state
+                    .fetch_add(missing as u64, Ordering::Relaxed);
+                error!(
+                    partition,
+                    applied_up_to = applied,
+                    resumed_at = offset,
+                    missing,
+                    "this store's state of the partition stops at offset {applied} but consumption resumed at {offset}: offsets {applied}..{} were applied by another scoring instance with its own state, or never; the partition's customer states are incomplete. Run one scoring replica per state, or rebuild the state (README: Rebuilding scoring's state)",
+                    offset - 1
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The scoring service over its resources.
 pub struct Scoring<'a> {
     config: &'a ScoringConfig,
@@ -575,7 +638,7 @@ impl Scoring<'_> {
             by_partition.entry(m.partition()).or_default().push(m);
         }
         let wall = self.config.clock == ClockKind::Wall;
-        // Each partition's work, with the offset after its last message, if it had any.
+        // Each partition's work, with the offset its batch moves the store to, if any.
         let mut done: Vec<(i32, Work, Option<i64>)> = Vec::new();
         let mut invalid: Vec<&OwnedMessage> = Vec::new();
         let mut redelivered = 0;
@@ -586,54 +649,10 @@ impl Scoring<'_> {
                 continue;
             }
             let owned = self.partitions.get_mut(&p).expect("adopted above");
-            // Only a batch that reaches past what is applied moves the stored offset.
-            let next_offset = messages
-                .last()
-                .map(|m| m.offset() + 1)
-                .filter(|&n| owned.next_offset.is_none_or(|applied| n > applied));
-            if let Some(applied) = owned.next_offset {
-                let before = messages.len();
-                messages.retain(|m| m.offset() >= applied);
-                if messages.len() < before {
-                    redelivered += (before - messages.len()) as u64;
-                    debug!(
-                        partition = p,
-                        skipped = before - messages.len(),
-                        applied_up_to = applied,
-                        "skipping redelivered messages already applied"
-                    );
-                }
-            }
-            if let (false, Some(first)) = (owned.started, messages.first()) {
-                owned.started = true;
-                info!(
-                    partition = p,
-                    offset = first.offset(),
-                    "consuming partition from offset"
-                );
-                if owned.next_offset.is_none() && first.offset() > 0 {
-                    warn!(
-                        partition = p,
-                        offset = first.offset(),
-                        "this store has no state of the partition, yet consumption starts at offset {}: customers' events before it are not in their states (expected only if the topic's older messages were deleted, or if another scoring instance with its own state processed them)",
-                        first.offset()
-                    );
-                }
-                if let Some(applied) = owned.next_offset.filter(|&a| first.offset() > a) {
-                    let missing = first.offset() - applied;
-                    self.stats
-                        .missing_from_state
-                        .fetch_add(missing as u64, Ordering::Relaxed);
-                    error!(
-                        partition = p,
-                        applied_up_to = applied,
-                        resumed_at = first.offset(),
-                        missing,
-                        "this store's state of the partition stops at offset {applied} but consumption resumed at {}: offsets {applied}..{} were applied by another scoring instance with its own state, or never; the partition's customer states are incomplete. Run one scoring replica per state, or rebuild the state (README: Rebuilding scoring's state)",
-                        first.offset(),
-                        first.offset() - 1
-                    );
-                }
+            let (skipped, next_offset) = owned.drop_applied(p, &mut messages);
+            redelivered += skipped;
+            if let Some(first) = messages.first() {
+                owned.check_resumption(p, first.offset(), self.stats);
             }
             let span = info_span!(
                 "batch",
