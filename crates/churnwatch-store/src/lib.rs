@@ -476,12 +476,17 @@ impl Partition {
             let bytes = postcard::to_stdvec(s).expect("customer state serializes");
             batch.insert(key(STATE, s.customer_id.as_bytes()), bytes);
         }
-        let min_age = c
-            .retention
-            .map_or(SeenRetention::default().min_age_secs, |r| r.min_age_secs);
+        let retention = c.retention.unwrap_or_default();
+        let horizon = c.watermark.map(|w| w.plus(-retention.event_secs));
         for (id, at) in c.seen {
             let seen = key2(SEEN, &time_key(*at), id.as_bytes());
-            batch.insert(key2(RECHECK, &time_key(c.now.plus(min_age)), &seen), &[]);
+            // First looked at once it is old enough and, at the watermark's pace, out of the
+            // event window: live, where event time keeps pace with processing time, that is
+            // the only look.
+            let wait = retention
+                .min_age_secs
+                .max(horizon.map_or(0, |h| at.0 - h.0));
+            batch.insert(key2(RECHECK, &time_key(c.now.plus(wait)), &seen), &[]);
             batch.insert(seen, &[]);
         }
         if let Some(retention) = c.retention {
@@ -732,6 +737,24 @@ mod tests {
         assert!(!p.was_seen("new", Timestamp(1_000)).unwrap());
         assert_eq!(p.tree.scan_prefix([SEEN]).count(), 0);
         assert_eq!(p.tree.scan_prefix([RECHECK]).count(), 0);
+        // Live, an id is first looked at when the event window would have passed it.
+        let live_p = store.partition(1).unwrap();
+        let live = vec![("live".to_owned(), Timestamp(2_000))];
+        live_p
+            .commit(&Commit {
+                seen: &live,
+                watermark: Some(Timestamp(2_000)),
+                now: Timestamp(2_000),
+                retention: Some(SeenRetention {
+                    event_secs: 5_000,
+                    min_age_secs: 1_000,
+                }),
+                ..Commit::default()
+            })
+            .unwrap();
+        let live_key = key2(SEEN, &time_key(Timestamp(2_000)), b"live");
+        let recheck = key2(RECHECK, &time_key(Timestamp(7_000)), &live_key);
+        assert!(live_p.tree.contains_key(&recheck).unwrap());
     }
 
     #[test]
