@@ -295,6 +295,13 @@ impl Default for SeenRetention {
     }
 }
 
+impl SeenRetention {
+    /// Returns the event time before which ids are out of the window, at `watermark`.
+    fn horizon(&self, watermark: Option<Timestamp>) -> Option<Timestamp> {
+        watermark.map(|w| w.plus(-self.event_secs))
+    }
+}
+
 /// An id still inside the event-time window is looked at again once it would have left it,
 /// at the earliest after this many seconds.
 const MIN_RECHECK_SECS: i64 = 60;
@@ -477,20 +484,18 @@ impl Partition {
             batch.insert(key(STATE, s.customer_id.as_bytes()), bytes);
         }
         let retention = c.retention.unwrap_or_default();
-        let horizon = c.watermark.map(|w| w.plus(-retention.event_secs));
+        let horizon = retention.horizon(c.watermark);
         for (id, at) in c.seen {
             let seen = key2(SEEN, &time_key(*at), id.as_bytes());
             // First looked at once it is old enough and, at the watermark's pace, out of the
             // event window: live, where event time keeps pace with processing time, that is
             // the only look.
-            let wait = retention
-                .min_age_secs
-                .max(horizon.map_or(0, |h| at.0 - h.0));
+            let wait = retention.min_age_secs.max(until_out(*at, horizon, 0));
             batch.insert(key2(RECHECK, &time_key(c.now.plus(wait)), &seen), &[]);
             batch.insert(seen, &[]);
         }
         if let Some(retention) = c.retention {
-            self.expire_seen(&mut batch, c, retention)?;
+            self.expire_seen(&mut batch, c.now, horizon, retention.min_age_secs)?;
         }
         for (customer, change) in c.timers.into_iter().flatten() {
             if change.is_noop() {
@@ -511,20 +516,18 @@ impl Partition {
         }
         self.tree.apply_batch(batch).map_err(|e| self.sled_err(e))
     }
-}
 
-impl Partition {
-    /// Adds to `batch` the expiry of event ids due for a look at `c.now`: each is forgotten
-    /// when it is behind the event-time window, and otherwise looked at again once it would
-    /// be.
+    /// Adds to `batch` the expiry of event ids due for a look at `now`: each is forgotten
+    /// when it is behind the event-time window (`horizon`), and otherwise looked at again once
+    /// it would be.
     fn expire_seen(
         &self,
         batch: &mut sled::Batch,
-        c: &Commit<'_>,
-        retention: SeenRetention,
+        now: Timestamp,
+        horizon: Option<Timestamp>,
+        min_age_secs: i64,
     ) -> Result<()> {
-        let horizon = c.watermark.map(|w| w.plus(-retention.event_secs));
-        let due = key(RECHECK, &time_key(c.now.plus(1)));
+        let due = key(RECHECK, &time_key(now.plus(1)));
         for kv in self.tree.range(vec![RECHECK]..due) {
             let (k, _) = kv.map_err(|e| self.sled_err(e))?;
             let seen = k
@@ -535,17 +538,21 @@ impl Partition {
                 .and_then(time_from_key)
                 .ok_or_else(|| self.corrupt("recheck", "short key"))?;
             batch.remove(k.as_ref());
-            match horizon {
-                Some(h) if at < h => batch.remove(seen),
-                _ => {
-                    let wait = horizon.map_or(retention.min_age_secs, |h| at.0 - h.0);
-                    let next = c.now.plus(wait.max(MIN_RECHECK_SECS));
-                    batch.insert(key2(RECHECK, &time_key(next), seen), &[]);
-                }
+            if horizon.is_some_and(|h| at < h) {
+                batch.remove(seen);
+            } else {
+                let wait = until_out(at, horizon, min_age_secs).max(MIN_RECHECK_SECS);
+                batch.insert(key2(RECHECK, &time_key(now.plus(wait)), seen), &[]);
             }
         }
         Ok(())
     }
+}
+
+/// Returns the seconds until an id of event time `at` leaves the event window, at the
+/// watermark's pace; `unknown` when there is no watermark yet.
+fn until_out(at: Timestamp, horizon: Option<Timestamp>, unknown: i64) -> i64 {
+    horizon.map_or(unknown, |h| at.0 - h.0)
 }
 
 impl StateStore for Partition {
