@@ -193,6 +193,23 @@ pub(crate) mod otlp {
 mod tests {
     use super::*;
 
+    /// A loopback collector, and a provider and subscriber exporting to it as `service`.
+    #[cfg(feature = "otlp")]
+    fn exporting(
+        service: &str,
+    ) -> (
+        churnwatch_testkit::OtlpCollector,
+        opentelemetry_sdk::trace::SdkTracerProvider,
+        impl tracing::Subscriber,
+    ) {
+        let collector = churnwatch_testkit::OtlpCollector::start();
+        let provider = otlp::provider(&collector.endpoint(), service).unwrap();
+        let subscriber = tracing_subscriber::registry()
+            .with(EnvFilter::new("info"))
+            .with(otlp::layer(&provider, "t"));
+        (collector, provider, subscriber)
+    }
+
     #[cfg(not(feature = "otlp"))]
     #[test]
     fn an_otlp_endpoint_without_the_feature_says_how_to_get_it() {
@@ -226,11 +243,7 @@ mod tests {
     fn spans_reach_an_otlp_collector_with_their_fields_and_service_name() {
         use churnwatch_testkit::opentelemetry_proto::tonic::common::v1::any_value::Value;
 
-        let collector = churnwatch_testkit::OtlpCollector::start();
-        let provider = otlp::provider(&collector.endpoint(), "scoring-test").unwrap();
-        let subscriber = tracing_subscriber::registry()
-            .with(EnvFilter::new("info"))
-            .with(otlp::layer(&provider, "t"));
+        let (collector, provider, subscriber) = exporting("scoring-test");
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("batch", partition = 3, first_offset = 100_i64);
             let _enter = span.enter();
@@ -258,11 +271,7 @@ mod tests {
     #[cfg(feature = "otlp")]
     #[test]
     fn a_request_carrying_a_traceparent_continues_the_callers_trace() {
-        let collector = churnwatch_testkit::OtlpCollector::start();
-        let provider = otlp::provider(&collector.endpoint(), "query-test").unwrap();
-        let subscriber = tracing_subscriber::registry()
-            .with(EnvFilter::new("info"))
-            .with(otlp::layer(&provider, "t"));
+        let (collector, provider, subscriber) = exporting("query-test");
         let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
         let caller_span = "00f067aa0ba902b7";
         let traceparent = format!("00-{trace_id}-{caller_span}-01");

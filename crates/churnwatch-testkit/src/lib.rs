@@ -356,14 +356,19 @@ pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// Returns how many partitions `topic` has, or `None` when the broker cannot say.
+fn partition_count(consumer: &BaseConsumer, topic: &str) -> Option<i32> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()?;
+    Some(metadata.topics().first()?.partitions().len() as i32)
+}
+
 /// Returns the number of messages ever written to `topic` (the sum of its partitions' high
 /// watermarks), or `None` when the broker cannot say.
 pub fn topic_end(brokers: &str, topic: &str) -> Option<i64> {
     let consumer = probe(brokers, &format!("probe-end-{}", std::process::id()));
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .ok()?;
-    let partitions = metadata.topics().first()?.partitions().len() as i32;
+    let partitions = partition_count(&consumer, topic)?;
     let mut end = 0;
     for p in 0..partitions {
         end += consumer
@@ -380,10 +385,7 @@ pub fn topic_end(brokers: &str, topic: &str) -> Option<i64> {
 /// reports the log end.
 pub fn group_committed(brokers: &str, group: &str, topic: &str) -> Option<i64> {
     let consumer = probe(brokers, group);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .ok()?;
-    let partitions = metadata.topics().first()?.partitions().len() as i32;
+    let partitions = partition_count(&consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -411,15 +413,8 @@ pub fn group_committed(brokers: &str, group: &str, topic: &str) -> Option<i64> {
 /// When the broker refuses the commit.
 pub fn set_group_committed(brokers: &str, group: &str, topic: &str, offset: i64) {
     let consumer = probe(brokers, group);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .expect("topic metadata");
-    let partitions = metadata
-        .topics()
-        .first()
-        .expect("the topic")
-        .partitions()
-        .len() as i32;
+    let partitions = partition_count(&consumer, topic)
+        .unwrap_or_else(|| panic!("{topic}'s partitions are unknown to the broker"));
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Offset(offset))
