@@ -6,10 +6,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::btyd::{BgNbdParams, GammaGammaParams, RfmSummary, SpendSummary};
+use crate::churn::{self, RiskModel};
 use crate::config::Thresholds;
 use crate::profit::{self, TierCuts, ValueTier};
 use crate::risk::RiskLevel;
-use crate::signals::{self, Moment, Signal};
+use crate::signals::{self, Signal};
 use crate::stage::{self, Stage, StageFacts, Transition, TransitionReason};
 use crate::state::{
     CustomerState, MAX_STAGE_HISTORY, RiskEpisode, STAGE_HISTORY_SECS, StageChange,
@@ -25,6 +26,10 @@ pub struct ModelParams {
     pub gamma_gamma: GammaGammaParams,
     /// Value tier boundaries.
     pub tiers: TierCuts,
+    /// The churn-risk model combining BG/NBD with the signals; the prior (BG/NBD alone) until
+    /// the first fit. Parameters stored before it existed load with the prior.
+    #[serde(default)]
+    pub risk: RiskModel,
 }
 
 /// What evaluation needs besides the customer: fitted parameters and thresholds.
@@ -47,7 +52,8 @@ pub struct Assessment {
     pub transition: Option<Transition>,
     /// When the (new) stage began.
     pub stage_since: Option<Timestamp>,
-    /// Risk score, 0..1.
+    /// Risk score: the probability of no order within `risk_horizon_days`, 0..1 (0 for
+    /// prospects).
     pub risk_score: f64,
     /// Risk level, with hysteresis against the previous level.
     pub risk_level: RiskLevel,
@@ -98,12 +104,19 @@ impl Changes {
     }
 }
 
-/// Returns the BG/NBD summary (in weeks) of a customer with orders.
-pub fn rfm_summary(state: &CustomerState, now: Timestamp) -> Option<RfmSummary> {
+/// Returns the BG/NBD summary (in weeks) of a customer with orders: repeat purchase occasions
+/// (or repeat orders, when `count_same_day_orders_once` is off), the last one's age and the
+/// customer's age.
+pub fn rfm_summary(state: &CustomerState, now: Timestamp, t: &Thresholds) -> Option<RfmSummary> {
     let first = state.first_order.as_ref()?.at;
     let last = state.last_order_at?;
+    let purchases = if t.count_same_day_orders_once {
+        state.totals.occasions.min(state.totals.orders)
+    } else {
+        state.totals.orders
+    };
     Some(RfmSummary {
-        x: f64::from(state.totals.orders.saturating_sub(1)),
+        x: f64::from(purchases.saturating_sub(1)),
         t_x: last.weeks_since(first).max(0.0),
         t: now.weeks_since(first).max(last.weeks_since(first)).max(0.0),
     })
@@ -167,7 +180,7 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
     let typical = signals::typical_interval_days(state, t);
     let days_since_last_order = state.last_order_at.map(|l| now.days_since(l).max(0.0));
 
-    let rfm = rfm_summary(state, now);
+    let rfm = rfm_summary(state, now, t);
     let weeks = |days: f64| days * DAY as f64 / WEEK as f64;
     let (p_alive, [expected_purchases, expected_12m]) = match rfm {
         Some(s) => {
@@ -198,32 +211,9 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
     let discount = 1.0 / (1.0 + t.annual_discount_rate);
     let clv = expected_12m * margin_per_order * discount;
 
-    let moment = Moment::from(now);
-    let mut reasons: Vec<Signal> = [
-        signals::overdue_given(state, typical, &moment, t),
-        signals::purchase_decline(state, &moment, t),
-        signals::aov_decline(state, &moment, t),
-        signals::category_drop(state, &moment, t),
-        signals::low_p_alive(p_alive, t),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    reasons.sort_by(|a, b| {
-        b.contribution()
-            .total_cmp(&a.contribution())
-            .then(a.code.cmp(&b.code))
-    });
-    let risk_score = 1.0
-        - reasons
-            .iter()
-            .map(|s| 1.0 - s.contribution())
-            .product::<f64>();
-    let risk_score = if state.totals.orders == 0 {
-        0.0
-    } else {
-        risk_score.clamp(0.0, 1.0)
-    };
+    let risk_model = params.risk.for_horizon(t.risk_horizon_days);
+    let (risk_score, reasons) = churn::features(state, now, &params.bgnbd, t)
+        .map_or((0.0, Vec::new()), |f| risk_model.explain(&f, t));
     let risk_level = RiskLevel::with_hysteresis(risk_score, state.risk_level, t);
 
     // The value if the customer stays: CLV undone of the dropout probability already in it.

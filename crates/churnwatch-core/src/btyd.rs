@@ -243,6 +243,26 @@ impl BgNbdParams {
         self.expected_purchases_clamped(horizon, x, t, p_alive)
     }
 
+    /// Returns P(X(T, T+h) = 0 | x, t_x, T): the probability that a customer with `x` repeat
+    /// purchases, the last at `t_x`, makes no purchase in the next `horizon` time units.
+    ///
+    /// A customer who has dropped out buys nothing; one still alive buys as a Poisson process
+    /// and, under BG/NBD, can only drop out right after a purchase, so none in the horizon has
+    /// probability e^{−λh}. Alive, λ | data ~ Gamma(r + x, α + T), whose Laplace transform gives
+    /// ((α+T)/(α+T+h))^{r+x}. Hence 1 − P(alive) + P(alive)·((α+T)/(α+T+h))^{r+x}. For a
+    /// customer without repeat purchases it rises with the silence T. Inputs are clamped like
+    /// [`BgNbdParams::p_alive`]; a non-positive or NaN horizon yields 1.
+    /// Allocation-free.
+    pub fn p_no_purchase(&self, horizon: f64, x: f64, t_x: f64, t: f64) -> f64 {
+        let (x, t_x, t) = clamp_rfm(x, t_x, t);
+        if horizon.is_nan() || horizon <= 0.0 {
+            return 1.0;
+        }
+        let p_alive = self.p_alive_clamped(x, t_x, t);
+        let none_if_alive = (-(self.r + x) * (horizon / (self.alpha + t)).ln_1p()).exp();
+        (1.0 - p_alive + p_alive * none_if_alive).clamp(0.0, 1.0)
+    }
+
     /// Returns P(alive) and E[X(h) | x, t_x, T] for each horizon `h` in one go, computing
     /// P(alive) once: what an evaluation needs per customer.
     pub fn predict<const N: usize>(
@@ -288,6 +308,15 @@ impl BgNbdParams {
         let tail = hyp2f1_reduced_tail(a_prime, eps, c, z);
         // c · [1 − u^ε ₂F₁(a', ε; c; z)] / ε with ₂F₁ = 1 + (a'ε/c)·tail.
         let bracket = c * one_minus_u_eps_over_eps - (eps * ln_u).exp() * a_prime * tail;
+        if !(bracket.is_finite() && bracket > 0.0) && self.is_valid() {
+            // With a and b in the millions (a fit along the ridge where dropout is rare and
+            // nearly the same for everyone) the series under- and overflows. The Beta is then
+            // concentrated at its mean: with a fixed dropout probability p the expected
+            // purchases of an alive customer are (1 − E[e^{−pλh}])/p, λ ~ Gamma(r+x, α+T).
+            let p = self.a / (self.a + self.b + x);
+            let none = (-(self.r + x) * (p * horizon / (self.alpha + t)).ln_1p()).exp();
+            return ((1.0 - none) / p * p_alive).max(0.0);
+        }
         let expected = bracket * p_alive;
         // max() also maps a NaN from invalid parameters to 0 rather than passing it on.
         expected.max(0.0)
@@ -1511,6 +1540,56 @@ mod simulate;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expected_purchases_stay_positive_when_dropout_is_rare_and_uniform() {
+        // A fit along the ridge a, b -> infinity: dropout probability ~0.007 for everyone.
+        let p = BgNbdParams {
+            r: 1.3,
+            alpha: 5.75,
+            a: 3.6e6,
+            b: 4.8e8,
+        };
+        let (x, t_x, t, h) = (10.0, 40.0, 45.0, 13.0);
+        let e = p.expected_purchases(h, x, t_x, t);
+        // Next to no dropout: about the posterior mean rate times the horizon.
+        let rate = (p.r + x) / (p.alpha + t);
+        let alive = p.p_alive(x, t_x, t);
+        assert!(
+            e > 0.0 && (e / (rate * h * alive) - 1.0).abs() < 0.05,
+            "{e} vs {}",
+            rate * h * alive
+        );
+    }
+
+    #[test]
+    fn p_no_purchase_matches_a_simulation_and_rises_with_silence_for_one_time_buyers() {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, Exp, Gamma};
+        let p = simulate::CDNOW;
+        // One-time buyers: more silence, more likely to stay silent.
+        let fresh = p.p_no_purchase(13.0, 0.0, 0.0, 2.0);
+        let old = p.p_no_purchase(13.0, 0.0, 0.0, 40.0);
+        assert!(fresh < old && old < 1.0, "{fresh} {old}");
+        // Monte Carlo for a customer with no repeat purchase at age 10 weeks: draw λ from the
+        // posterior Gamma(r, α + T) and count those with no purchase in 13 weeks.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let posterior = Gamma::new(p.r, 1.0 / (p.alpha + 10.0)).unwrap();
+        let n = 200_000;
+        let none = (0..n)
+            .filter(|_| {
+                let lambda: f64 = posterior.sample(&mut rng);
+                lambda <= 0.0 || Exp::new(lambda).unwrap().sample(&mut rng) > 13.0
+            })
+            .count();
+        let simulated = none as f64 / f64::from(n);
+        let exact = p.p_no_purchase(13.0, 0.0, 0.0, 10.0);
+        assert!((simulated - exact).abs() < 0.005, "{simulated} vs {exact}");
+        // A repeat buyer long silent is likely gone: the probability approaches 1 - P(alive)
+        // from above.
+        let gone = p.p_no_purchase(13.0, 5.0, 10.0, 60.0);
+        assert!(gone >= 1.0 - p.p_alive(5.0, 10.0, 60.0));
+    }
     use proptest::prelude::*;
     use simulate::{CDNOW, CDNOW_SPEND, simulate_bg_nbd, simulate_gamma_gamma};
     use statrs::function::gamma::gamma;

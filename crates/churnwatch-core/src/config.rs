@@ -56,6 +56,13 @@ pub struct Thresholds {
     pub expected_purchases_days: f64,
     /// Annual discount rate applied to the 12-month CLV (default 0.0).
     pub annual_discount_rate: f64,
+    /// Horizon of the churn-risk probability, in whole days: the risk score is the probability
+    /// that the customer places no order within this many days (default 90).
+    pub risk_horizon_days: f64,
+    /// Count orders on the same UTC day as one purchase occasion in the BTYD models (default
+    /// true), as lifetimes' `summary_data_from_transaction_data` does with its default daily
+    /// frequency; false counts every order.
+    pub count_same_day_orders_once: bool,
 }
 
 impl Default for Thresholds {
@@ -83,6 +90,8 @@ impl Default for Thresholds {
             divest_min_contacts: 3,
             expected_purchases_days: 90.0,
             annual_discount_rate: 0.0,
+            risk_horizon_days: 90.0,
+            count_same_day_orders_once: true,
         }
     }
 }
@@ -161,6 +170,12 @@ impl Thresholds {
         check(
             self.expected_purchases_days > 0.0,
             "expected_purchases_days must be positive",
+        );
+        check(
+            self.risk_horizon_days >= 1.0
+                && self.risk_horizon_days <= 3660.0
+                && self.risk_horizon_days.fract() == 0.0,
+            "risk_horizon_days must be a whole number of days from 1 to 3660",
         );
         check(
             (0.0..1.0).contains(&self.annual_discount_rate),

@@ -120,6 +120,9 @@ pub struct WorkStats {
     pub duplicates: u64,
     /// Timers fired.
     pub timers_fired: u64,
+    /// Events that arrived behind the event-time watermark (the newest event time less the
+    /// allowed lateness): silence timers may already have judged the customer without them.
+    pub late: u64,
     /// Assessments made.
     pub assessments: u64,
 }
@@ -221,6 +224,11 @@ impl Engine {
         {
             work.stats.duplicates += 1;
             return Ok(Applied::Duplicate);
+        }
+        if matches!(self.clock, Clock::Event { .. })
+            && self.watermark.is_some_and(|w| event.occurred_at < w)
+        {
+            work.stats.late += 1;
         }
         let now = match self.clock {
             Clock::Wall => wall_now,
@@ -497,6 +505,36 @@ mod tests {
             "{:?}",
             work.outputs
         );
+    }
+
+    #[test]
+    fn events_behind_the_watermark_less_the_lateness_are_counted_late() {
+        let mut memory = Memory::default();
+        // Two days of allowed lateness.
+        let mut engine = engine(2 * DAY);
+        let mut work = Work::default();
+        for (n, customer, day) in [(1, "a", 10), (2, "b", 9), (3, "c", 7), (4, "a", 30)] {
+            engine
+                .on_event(
+                    &mut work,
+                    &mut memory,
+                    &order(customer, n, day),
+                    Timestamp(0),
+                )
+                .unwrap();
+        }
+        // Day 9 is within two days of day 10; day 7 is not.
+        assert_eq!(work.stats.late, 1);
+        memory.commit(work);
+        let mut work = Work::default();
+        engine
+            .on_event(&mut work, &mut memory, &order("d", 5, 12), Timestamp(0))
+            .unwrap();
+        // Day 12 is far behind day 30; a redelivery is a duplicate, not late.
+        engine
+            .on_event(&mut work, &mut memory, &order("a", 1, 10), Timestamp(0))
+            .unwrap();
+        assert_eq!((work.stats.late, work.stats.duplicates), (1, 1));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod assess;
 pub mod btyd;
+pub mod churn;
 pub mod config;
 pub mod engine;
 pub mod event;
@@ -12,6 +13,7 @@ pub mod money;
 pub mod output;
 pub mod population;
 pub mod profit;
+pub mod quality;
 pub mod replay;
 pub mod report;
 pub mod risk;

@@ -21,7 +21,7 @@ pub struct Reason {
     pub code: String,
     /// What a retention manager reads.
     pub detail: String,
-    /// How much it adds to the risk score (weight × strength).
+    /// How much it moved the risk probability (the probability less the one without it).
     pub contribution: f64,
 }
 
@@ -340,7 +340,11 @@ mod tests {
         let stage = out.stage.expect("first order moves the stage");
         assert_eq!(stage.event_id, "c1/1/stage");
         assert_eq!((stage.from, stage.to), (Stage::Prospect, Stage::FirstTime));
-        assert!(out.risk.is_none());
+        // Under the prior most first-time buyers never order again: the first order already
+        // carries a risk level above low, announced by the same change.
+        let first_risk = out.risk.expect("a first-time buyer's risk is above low");
+        assert_eq!(first_risk.event_id, "c1/1/risk");
+        assert!(first_risk.reasons.iter().any(|r| r.code == "no_repeat"));
 
         for n in 1..10 {
             apply(&mut s, &order(n, i64::from(n) * 7));

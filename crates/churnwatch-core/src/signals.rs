@@ -22,18 +22,28 @@ pub enum ReasonCode {
     Overdue,
     /// A habitual category stopped while other purchases continue.
     CategoryDrop,
-    /// The BG/NBD probability of still being active is low.
+    /// The purchase history (BG/NBD P(alive), recency, frequency) makes a repeat order
+    /// unlikely.
     LowPAlive,
+    /// A one-time buyer has not come back.
+    NoRepeat,
+    /// Refunds in the last 3 months.
+    Refunds,
+    /// Support contacts in the last 3 months.
+    SupportContacts,
 }
 
 impl ReasonCode {
     /// Every code.
-    pub const ALL: [ReasonCode; 5] = [
+    pub const ALL: [ReasonCode; 8] = [
         ReasonCode::PurchaseDecline,
         ReasonCode::AovDecline,
         ReasonCode::Overdue,
         ReasonCode::CategoryDrop,
         ReasonCode::LowPAlive,
+        ReasonCode::NoRepeat,
+        ReasonCode::Refunds,
+        ReasonCode::SupportContacts,
     ];
 
     /// Returns the snake_case code.
@@ -44,17 +54,9 @@ impl ReasonCode {
             ReasonCode::Overdue => "overdue",
             ReasonCode::CategoryDrop => "category_drop",
             ReasonCode::LowPAlive => "low_p_alive",
-        }
-    }
-
-    /// Returns how much a full-strength signal of this kind contributes to the risk score.
-    pub const fn weight(self) -> f64 {
-        match self {
-            ReasonCode::Overdue => 0.85,
-            ReasonCode::LowPAlive => 0.8,
-            ReasonCode::PurchaseDecline => 0.6,
-            ReasonCode::AovDecline => 0.45,
-            ReasonCode::CategoryDrop => 0.3,
+            ReasonCode::NoRepeat => "no_repeat",
+            ReasonCode::Refunds => "refunds",
+            ReasonCode::SupportContacts => "support_contacts",
         }
     }
 }
@@ -80,12 +82,15 @@ pub struct Signal {
     pub baseline: f64,
     /// The category, for `category_drop`.
     pub category: Option<String>,
+    /// How much the reason moved the churn probability: the probability less the one without
+    /// it (0 until the risk model has weighed it).
+    pub effect: f64,
 }
 
 impl Signal {
-    /// Returns the signal's contribution to the risk score.
+    /// Returns the reason's contribution to the risk score: how much it moved the probability.
     pub fn contribution(&self) -> f64 {
-        self.code.weight() * self.strength
+        self.effect
     }
 
     /// Returns the sentence a retention manager reads.
@@ -110,8 +115,18 @@ impl Signal {
                 self.baseline as i64
             ),
             ReasonCode::LowPAlive => format!(
-                "only a {:.0}% chance of still being an active customer given the purchase history",
+                "last ordered {:.0} days ago: a {:.0}% chance of still being an active customer given the purchase history",
+                self.baseline,
                 100.0 * self.observed
+            ),
+            ReasonCode::NoRepeat => format!(
+                "one order {:.0} days ago and none since; most one-time buyers do not order again",
+                self.observed
+            ),
+            ReasonCode::Refunds => format!("{:.0} refunds in the last 3 months", self.observed),
+            ReasonCode::SupportContacts => format!(
+                "contacted support {:.0} times in the last 3 months",
+                self.observed
             ),
         }
     }
@@ -175,6 +190,7 @@ pub fn purchase_decline(state: &CustomerState, now: &Moment, t: &Thresholds) -> 
         observed: recent as f64,
         baseline: early as f64,
         category: None,
+        effect: 0.0,
     })
 }
 
@@ -194,6 +210,7 @@ pub fn aov_decline(state: &CustomerState, now: &Moment, t: &Thresholds) -> Optio
         observed: recent_aov,
         baseline: prior_aov,
         category: None,
+        effect: 0.0,
     })
 }
 
@@ -230,6 +247,7 @@ pub(crate) fn overdue_given(
             observed: silent,
             baseline: typical,
             category: None,
+            effect: 0.0,
         }
     })
 }
@@ -282,6 +300,7 @@ pub fn category_drop(state: &CustomerState, now: &Moment, t: &Thresholds) -> Opt
         observed: f64::from(months),
         baseline: 6.0,
         category: Some(state.categories[index].clone()),
+        effect: 0.0,
     })
 }
 
@@ -294,6 +313,7 @@ pub fn low_p_alive(p_alive: Option<f64>, t: &Thresholds) -> Option<Signal> {
         observed: p,
         baseline: t.low_p_alive,
         category: None,
+        effect: 0.0,
     })
 }
 

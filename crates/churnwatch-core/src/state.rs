@@ -14,7 +14,7 @@ use crate::stage::Stage;
 use crate::time::{DAY, MonthIndex, Timestamp};
 
 /// Version of the state layout; bumped on every incompatible change.
-pub const SCHEMA_VERSION: u16 = 2;
+pub const SCHEMA_VERSION: u16 = 3;
 /// Calendar months kept in the rolling windows.
 pub const WINDOW_MONTHS: i32 = 24;
 /// Distinct named categories tracked per customer; further ones are counted as [`OTHER_CATEGORY`].
@@ -57,6 +57,10 @@ pub enum Applied {
 pub struct Totals {
     /// Orders placed.
     pub orders: u32,
+    /// Purchase occasions: distinct UTC days with at least one order (what the BTYD models
+    /// count by default). Exact within the [`WINDOW_MONTHS`] the windows span; an order dated
+    /// before them counts as an occasion of its own.
+    pub occasions: u32,
     /// Revenue before discounts (order totals plus discounts).
     pub revenue: i64,
     /// Discounts granted.
@@ -91,6 +95,10 @@ pub struct MonthWindow {
     pub goods_margin: i64,
     /// Support contacts.
     pub contacts: u16,
+    /// Refunds issued.
+    pub refunds: u16,
+    /// The days of the month (bit 0 = the 1st) with at least one order.
+    pub order_days: u32,
     /// Orders containing each category, as (index into `CustomerState::categories`, orders),
     /// sorted by index.
     pub categories: Vec<(u8, u16)>,
@@ -105,8 +113,15 @@ impl MonthWindow {
             discounts: 0,
             goods_margin: 0,
             contacts: 0,
+            refunds: 0,
+            order_days: 0,
             categories: Vec::new(),
         }
+    }
+
+    /// Returns the purchase occasions of the month: the days with at least one order.
+    pub fn occasions(&self) -> u32 {
+        self.order_days.count_ones()
     }
 
     /// Returns what customers paid this month (revenue after discounts).
@@ -136,7 +151,8 @@ pub struct IntervalStats {
 }
 
 impl IntervalStats {
-    fn of(recent: &[Timestamp]) -> Self {
+    /// Returns the statistics of the gaps between `recent` order times (sorted).
+    pub fn of(recent: &[Timestamp]) -> Self {
         let mut gaps = [0i64; RECENT_ORDERS];
         let mut n = 0;
         for pair in recent.windows(2) {
@@ -381,6 +397,7 @@ pub fn apply(state: &mut CustomerState, event: &Event) -> Applied {
             state.totals.refund_count = state.totals.refund_count.saturating_add(1);
             if let Some(w) = window_mut(state, at.month()) {
                 w.goods_margin = w.goods_margin.saturating_sub(refund.amount);
+                w.refunds = w.refunds.saturating_add(1);
             }
         }
         EventKind::SupportContact(contact) => {
@@ -496,7 +513,11 @@ fn apply_order(state: &mut CustomerState, at: Timestamp, key: u64, order: &Order
             break;
         }
     }
+    let day_bit = 1u32 << (at.since(month.start()) / DAY).clamp(0, 30);
+    let mut new_occasion = true;
     if let Some(w) = window_mut(state, month) {
+        new_occasion = w.order_days & day_bit == 0;
+        w.order_days |= day_bit;
         w.orders = w.orders.saturating_add(1);
         w.revenue = w.revenue.saturating_add(revenue);
         w.discounts = w.discounts.saturating_add(order.discount);
@@ -507,6 +528,9 @@ fn apply_order(state: &mut CustomerState, at: Timestamp, key: u64, order: &Order
                 Err(i) => w.categories.insert(i, (index, 1)),
             }
         }
+    }
+    if new_occasion {
+        state.totals.occasions = state.totals.occasions.saturating_add(1);
     }
 
     let first = state.first_order.as_ref().map_or(month, |f| f.at.month());

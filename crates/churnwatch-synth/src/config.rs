@@ -11,6 +11,47 @@ pub const MAX_CUSTOMERS: u64 = 100_000_000;
 /// The longest accepted period; event times are stored as `u32` seconds since the start.
 pub const MAX_MONTHS: u32 = 1200;
 
+/// The process customers' purchases are drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Process {
+    /// The fixed archetypes of [`crate::ARCHETYPE_SHARES`] (regulars, decliners, silent churners,
+    /// ...), whose churn signals a risk model can learn.
+    #[default]
+    Archetypes,
+    /// The BG/NBD process with known parameters: each customer buys as a Poisson process with
+    /// rate λ ~ Gamma(r, α) per week and drops out after each repeat purchase with probability
+    /// p ~ Beta(a, b). Every customer is labelled [`crate::Archetype::BgNbd`], with its λ and
+    /// dropout time in the truth, so the best possible score is known.
+    BgNbd(BgNbdProcess),
+}
+
+/// The parameters of [`Process::BgNbd`], time in weeks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BgNbdProcess {
+    /// Shape of the purchase-rate distribution.
+    pub r: f64,
+    /// Rate of the purchase-rate distribution (weeks).
+    pub alpha: f64,
+    /// First shape of the dropout-probability distribution.
+    pub a: f64,
+    /// Second shape of the dropout-probability distribution.
+    pub b: f64,
+}
+
+impl Default for BgNbdProcess {
+    /// Returns a population where most customers buy once: purchase rates averaging one every
+    /// 20 weeks with a long tail of rare buyers, and about one in four dropping out after each
+    /// repeat purchase.
+    fn default() -> Self {
+        Self {
+            r: 0.3,
+            alpha: 6.0,
+            a: 1.0,
+            b: 3.0,
+        }
+    }
+}
+
 /// Parameters of one synthetic data set.
 ///
 /// The same configuration always produces byte-identical events and truth.
@@ -28,6 +69,8 @@ pub struct SynthConfig {
     pub malformed_rate: f64,
     /// Probability, per real event, of the event being delivered a second time, in `[0, 1]`.
     pub duplicate_rate: f64,
+    /// The purchase process.
+    pub process: Process,
 }
 
 impl Default for SynthConfig {
@@ -39,6 +82,7 @@ impl Default for SynthConfig {
             start: date!(2024 - 01 - 01),
             malformed_rate: 0.0,
             duplicate_rate: 0.0,
+            process: Process::Archetypes,
         }
     }
 }
@@ -94,6 +138,16 @@ impl SynthConfig {
                     field,
                     format!("must be a probability within [0, 1], got {rate}"),
                 );
+            }
+        }
+        if let Process::BgNbd(p) = self.process {
+            for (field, v) in [("r", p.r), ("alpha", p.alpha), ("a", p.a), ("b", p.b)] {
+                if !(v.is_finite() && v > 0.0) {
+                    problem(
+                        "process",
+                        format!("BG/NBD parameter {field} must be positive, got {v}"),
+                    );
+                }
             }
         }
         if problems.is_empty() {

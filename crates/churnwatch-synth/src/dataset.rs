@@ -74,7 +74,7 @@ pub fn generate(config: &SynthConfig) -> Result<Dataset> {
     let at = |t: Option<u32>| t.map(|t| start + Duration::seconds(i64::from(t)));
 
     for customer in 0..customers {
-        let story = simulate(config.seed, customer, period, &mut drafts);
+        let story = simulate(config.seed, customer, period, config.process, &mut drafts);
         currencies.push(story.currency);
         let campaign = story
             .campaign
@@ -87,6 +87,7 @@ pub fn generate(config: &SynthConfig) -> Result<Dataset> {
             reactivated_at: at(story.reactivated),
             dropped_category: story.dropped.map(|(c, _)| c),
             dropped_at: at(story.dropped.map(|(_, t)| t)),
+            order_rate_per_day: story.rate_per_day,
             campaign: campaign.map(|(c, _, _)| c),
             campaign_at: at(campaign.map(|(_, t, _)| t)),
             campaign_effect: campaign.map(|(_, _, e)| e),

@@ -30,7 +30,7 @@ mod sim;
 mod truth;
 mod vocab;
 
-pub use config::{MAX_CUSTOMERS, MAX_MONTHS, SynthConfig};
+pub use config::{BgNbdProcess, MAX_CUSTOMERS, MAX_MONTHS, Process, SynthConfig};
 pub use dataset::{Dataset, DatasetStats, GeneratedEvent, LineKind, generate};
 pub use error::{ConfigProblem, Error, Result};
 pub use truth::{CampaignEffect, TRUTH_CSV_HEADER, TruthRecord, read_truth_csv};

@@ -6,7 +6,9 @@
 
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Exp1, StandardNormal};
+use rand_distr::{Beta, Distribution, Exp1, Gamma, StandardNormal};
+
+use crate::config::{BgNbdProcess, Process};
 
 use crate::record::{Body, Item, MAX_ITEMS, OrderBody};
 use crate::truth::CampaignEffect;
@@ -53,6 +55,8 @@ pub(crate) struct Story {
     pub(crate) reactivated: Option<u32>,
     pub(crate) dropped: Option<(Category, u32)>,
     pub(crate) campaign: Option<(u8, u32, CampaignEffect)>,
+    /// Orders per day while active (see `TruthRecord::order_rate_per_day`).
+    pub(crate) rate_per_day: Option<f64>,
 }
 
 /// Simulates customer `customer` over a period of `period_secs` seconds, appending its events in
@@ -61,11 +65,17 @@ pub(crate) fn simulate(
     seed: u64,
     customer: u32,
     period_secs: u32,
+    process: Process,
     drafts: &mut Vec<Draft>,
 ) -> Story {
     drafts.clear();
     let mut rng = customer_rng(seed, customer, STORY_STREAM);
-    let archetype = ARCHETYPE_SHARES[pick(&mut rng, &ARCHETYPE_SHARES.map(|(_, w)| w))].0;
+    let archetype = match process {
+        Process::Archetypes => {
+            ARCHETYPE_SHARES[pick(&mut rng, &ARCHETYPE_SHARES.map(|(_, w)| w))].0
+        }
+        Process::BgNbd(_) => Archetype::BgNbd,
+    };
     let currency = CURRENCY_SHARES[pick(&mut rng, &CURRENCY_SHARES.map(|(_, w)| w))].0;
     let source = SignupSource::from_index(pick(&mut rng, &source_weights(archetype)));
     let missing_signup =
@@ -83,11 +93,15 @@ pub(crate) fn simulate(
         reactivated: None,
         dropped: None,
         campaign: None,
+        rate_per_day: None,
     };
     if !missing_signup {
         story.signup = sim.push(signup_day, Body::Signup { source });
     }
-    sim.play(first_order_day, &mut story);
+    match process {
+        Process::Archetypes => sim.play(first_order_day, &mut story),
+        Process::BgNbd(p) => sim.play_bgnbd(first_order_day, p, &mut story),
+    }
     sim.drafts.sort_by_key(|d| d.t);
     story
 }
@@ -117,6 +131,8 @@ fn acquisition_day(rng: &mut ChaCha8Rng, archetype: Archetype, end: f64) -> f64 
         | Archetype::SilentChurner
         | Archetype::Reactivator => 0.30,
         Archetype::Unprofitable => 0.70,
+        // Cohorts over the first 60%, so every customer has a history to judge.
+        Archetype::BgNbd => 0.60,
         _ if early < 0.5 => 0.15,
         _ => 1.0,
     };
@@ -253,8 +269,14 @@ impl<'a> Sim<'a> {
     fn play(&mut self, first: f64, story: &mut Story) {
         let end = self.end;
         let window = (end - first).max(0.0);
+        story.rate_per_day = match story.archetype {
+            Archetype::Prospect | Archetype::BgNbd => None,
+            Archetype::OneTime => Some(0.0),
+            _ => Some(1.0 / self.gap),
+        };
         match story.archetype {
-            Archetype::Prospect => {}
+            // BG/NBD customers are played by `play_bgnbd`.
+            Archetype::Prospect | Archetype::BgNbd => {}
             Archetype::OneTime => {
                 self.order(first, NORMAL);
             }
@@ -320,6 +342,36 @@ impl<'a> Sim<'a> {
                         story.dropped = Some((dropped, t));
                     }
                 }
+            }
+        }
+    }
+
+    /// Plays the BG/NBD story from the first order: Poisson purchases at rate λ, and after each
+    /// repeat purchase a dropout with probability p. A dropout's `churned_at` is that purchase.
+    fn play_bgnbd(&mut self, first: f64, params: BgNbdProcess, story: &mut Story) {
+        // Parameters were validated with the configuration.
+        let rates = Gamma::new(params.r, 1.0 / params.alpha).expect("valid BG/NBD r and alpha");
+        let dropouts = Beta::new(params.a, params.b).expect("valid BG/NBD a and b");
+        let per_week: f64 = rates.sample(&mut self.rng);
+        let p: f64 = dropouts.sample(&mut self.rng);
+        story.rate_per_day = Some(per_week / 7.0);
+        if self.order(first, NORMAL).is_none() {
+            return;
+        }
+        // A rate that underflowed to zero never buys again.
+        if per_week <= 0.0 {
+            return;
+        }
+        let mut day = first;
+        loop {
+            let gap_weeks = self.rng.sample::<f64, _>(Exp1) / per_week;
+            day += 7.0 * gap_weeks;
+            let Some(t) = self.order(day, NORMAL) else {
+                break;
+            };
+            if self.rng.random_bool(p.clamp(0.0, 1.0)) {
+                story.churned = Some(t);
+                break;
             }
         }
     }

@@ -10,7 +10,7 @@ use crate::format::rfc3339;
 use crate::vocab::{Archetype, CAMPAIGNS, Campaign, Category};
 
 /// The header row of the truth CSV.
-pub const TRUTH_CSV_HEADER: [&str; 10] = [
+pub const TRUTH_CSV_HEADER: [&str; 11] = [
     "customer_id",
     "archetype",
     "signup_at",
@@ -21,7 +21,11 @@ pub const TRUTH_CSV_HEADER: [&str; 10] = [
     "campaign",
     "campaign_at",
     "campaign_effect",
+    "order_rate_per_day",
 ];
+
+/// Columns of truth files written before `order_rate_per_day` existed; still read.
+const TRUTH_CSV_HEADER_V1: usize = 10;
 
 /// What a retention campaign really did to the customer it reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,10 +92,15 @@ pub struct TruthRecord {
     pub campaign_at: Option<OffsetDateTime>,
     /// What the campaign really did.
     pub campaign_effect: Option<CampaignEffect>,
+    /// The customer's order rate while active (orders per day): 0 for a one-time buyer, the
+    /// Poisson rate λ under the BG/NBD process, the inverse of the usual gap for the other
+    /// buying archetypes; `None` for prospects and truth files that predate it. With
+    /// `churned_at` it tells the true probability of no order in a horizon.
+    pub order_rate_per_day: Option<f64>,
 }
 
 impl TruthRecord {
-    fn csv_row(&self) -> [String; 10] {
+    fn csv_row(&self) -> [String; 11] {
         let time = |t: Option<OffsetDateTime>| t.map(rfc3339).unwrap_or_default();
         [
             self.customer_id.clone(),
@@ -107,6 +116,9 @@ impl TruthRecord {
             time(self.campaign_at),
             self.campaign_effect
                 .map(|e| e.as_str().to_owned())
+                .unwrap_or_default(),
+            self.order_rate_per_day
+                .map(|r| r.to_string())
                 .unwrap_or_default(),
         ]
     }
@@ -127,7 +139,11 @@ pub(crate) fn write_truth_csv<W: Write>(records: &[TruthRecord], w: W) -> Result
 pub fn read_truth_csv<R: Read>(r: R) -> Result<Vec<TruthRecord>> {
     let mut reader = csv::Reader::from_reader(r);
     let header = reader.headers()?.clone();
-    if header.iter().ne(TRUTH_CSV_HEADER) {
+    if header.iter().ne(TRUTH_CSV_HEADER)
+        && header
+            .iter()
+            .ne(TRUTH_CSV_HEADER[..TRUTH_CSV_HEADER_V1].iter().copied())
+    {
         return Err(Error::BadTruth {
             line: 1,
             message: format!("expected header {}", TRUTH_CSV_HEADER.join(",")),
@@ -176,6 +192,14 @@ pub fn read_truth_csv<R: Read>(r: R) -> Result<Vec<TruthRecord>> {
             campaign_at: time(8)?,
             campaign_effect: optional(9)
                 .map(|s| CampaignEffect::from_name(s).ok_or_else(|| unknown(9)))
+                .transpose()?,
+            order_rate_per_day: optional(10)
+                .map(|s| {
+                    s.parse::<f64>()
+                        .ok()
+                        .filter(|r| r.is_finite() && *r >= 0.0)
+                        .ok_or_else(|| bad(format!("order_rate_per_day `{s}` is not a rate")))
+                })
                 .transpose()?,
         });
     }

@@ -73,6 +73,9 @@ vocabulary! {
         /// Orders with heavy discounts, sells below cost, refunds often and contacts support a lot,
         /// so the customer's margin is negative.
         Unprofitable => "unprofitable",
+        /// Buys and drops out by the BG/NBD process (only with `Process::BgNbd`, never drawn
+        /// among the archetypes).
+        BgNbd => "bgnbd",
         /// Signs up and never buys.
         Prospect => "prospect",
     }
@@ -98,7 +101,7 @@ impl Archetype {
 ///
 /// Regulars are the largest group, as in a healthy shop; one in four customers churns one way or
 /// another (decliner, silent churner, reactivator), and a small group is unprofitable.
-pub const ARCHETYPE_SHARES: [(Archetype, f64); 8] = [
+pub const ARCHETYPE_SHARES: [(Archetype, f64); 9] = [
     (Archetype::OneTime, 0.20),
     (Archetype::Regular, 0.30),
     (Archetype::Decliner, 0.10),
@@ -106,6 +109,7 @@ pub const ARCHETYPE_SHARES: [(Archetype, f64); 8] = [
     (Archetype::SilentChurner, 0.12),
     (Archetype::Reactivator, 0.07),
     (Archetype::Unprofitable, 0.05),
+    (Archetype::BgNbd, 0.0),
     (Archetype::Prospect, 0.08),
 ];
 

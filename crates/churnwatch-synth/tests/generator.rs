@@ -525,6 +525,13 @@ fn archetype_shares_match_the_configured_shares() {
     assert!((ARCHETYPE_SHARES.iter().map(|(_, s)| s).sum::<f64>() - 1.0).abs() < 1e-9);
     for (archetype, share) in ARCHETYPE_SHARES {
         let count = truth.iter().filter(|t| t.archetype == archetype).count() as f64;
+        if share == 0.0 {
+            assert_eq!(
+                count, 0.0,
+                "{archetype} is never drawn among the archetypes"
+            );
+            continue;
+        }
         let sigma = (share * (1.0 - share) / n).sqrt();
         assert!(
             (count / n - share).abs() < 4.0 * sigma,
@@ -998,4 +1005,57 @@ fn tiny_periods_and_single_customers_still_work() {
             assert!(dataset.events().all(|e| e.occurred_at() < dataset.end()));
         }
     }
+}
+
+#[test]
+fn the_bgnbd_process_draws_rates_and_dropouts_with_their_truth() {
+    use churnwatch_synth::{BgNbdProcess, Process, SynthConfig, generate};
+    let process = BgNbdProcess::default();
+    let config = SynthConfig {
+        process: Process::BgNbd(process),
+        ..SynthConfig::new(4_000, 24, 21)
+    };
+    let data = generate(&config).unwrap();
+    let mut orders: HashMap<String, Vec<OffsetDateTime>> = HashMap::new();
+    for e in data.events() {
+        let v: Value = serde_json::from_str(&e.to_json_line()).unwrap();
+        if v["type"] == "order" {
+            let at = OffsetDateTime::parse(v["occurred_at"].as_str().unwrap(), &Rfc3339).unwrap();
+            orders.entry(e.customer_id()).or_default().push(at);
+        }
+    }
+    let truth = data.truth();
+    assert!(truth.iter().all(|t| t.archetype == Archetype::BgNbd));
+    let rates: Vec<f64> = truth
+        .iter()
+        .map(|t| t.order_rate_per_day.unwrap())
+        .collect();
+    // λ ~ Gamma(r, α) per week: mean r / α.
+    let mean_per_week = 7.0 * rates.iter().sum::<f64>() / rates.len() as f64;
+    assert!(
+        (mean_per_week / (process.r / process.alpha) - 1.0).abs() < 0.15,
+        "mean rate {mean_per_week} per week"
+    );
+    let mut one_time = 0;
+    for t in truth {
+        let mine = orders.get(&t.customer_id).map_or(&[][..], |v| &v[..]);
+        one_time += usize::from(mine.len() == 1);
+        if let Some(churned) = t.churned_at {
+            // Dropout happens right after a repeat purchase: the last order.
+            assert!(mine.len() >= 2, "{t:?}");
+            assert_eq!(mine.iter().max(), Some(&churned), "{t:?}");
+        }
+    }
+    assert!(
+        one_time * 3 > truth.len(),
+        "most buy once or twice: {one_time}"
+    );
+    // The same seed, the same data; bad parameters are refused by name.
+    assert_eq!(generate(&config).unwrap().truth(), truth);
+    let bad = SynthConfig {
+        process: Process::BgNbd(BgNbdProcess { r: -1.0, ..process }),
+        ..config
+    };
+    let err = generate(&bad).unwrap_err().to_string();
+    assert!(err.contains("BG/NBD parameter r"), "{err}");
 }

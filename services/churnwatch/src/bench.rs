@@ -143,6 +143,7 @@ pub fn run(args: &BenchArgs, shutdown: &CancellationToken) -> Result<()> {
         state_dir: state.path().to_owned(),
         clock: ClockKind::Event,
         refit_interval: None,
+        event_refit_interval: None,
         ..ScoringConfig::default()
     };
     let stop = CancellationToken::new();
@@ -269,6 +270,7 @@ fn latency(
         state_dir: state.path().to_owned(),
         clock: ClockKind::Wall,
         refit_interval: None,
+        event_refit_interval: None,
         batch_timeout: Duration::from_millis(5),
         ..ScoringConfig::default()
     };

@@ -107,9 +107,8 @@ pub fn run(args: &DemoArgs, shutdown: &CancellationToken) -> Result<()> {
         fx_rates: args.core.fx_rates.clone(),
         ..IngestConfig::default()
     };
-    // The feed is history: evaluate on event time, as a replay would. Periodic refits run on
-    // wall time, which means nothing for a replay squeezed into a minute, so the demo keeps
-    // the prior parameters (`churnwatch eval` shows fitted ones).
+    // The feed is history: evaluate on event time, as a replay would, and refit every 30 days
+    // of event time (wall-time refits mean nothing for a replay squeezed into a minute).
     let scoring = ScoringConfig {
         kafka: kafka.clone(),
         state_dir: state.path().to_owned(),

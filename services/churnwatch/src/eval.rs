@@ -33,7 +33,7 @@ pub struct EvalReport {
     pub after_as_of: u64,
     /// Customers in the truth file.
     pub customers: usize,
-    /// Churned by as-of and not back.
+    /// Churned by as-of and not back (one-time buyers count as churned since they bought).
     pub churners: u64,
     /// Customers at high or critical risk at as-of.
     pub flagged: u64,
@@ -97,7 +97,17 @@ pub fn score(run: &CoreRun, truth: &[TruthRecord], as_of: Timestamp) -> EvalRepo
             .or_default() += 1;
         let is_flagged = level >= RiskLevel::High;
         flagged += u64::from(is_flagged);
-        let churned = t.churned_at.map(ts).filter(|c| *c <= as_of);
+        // A one-time buyer never orders again: it has churned since its first order, which
+        // follows its signup within days.
+        let churned = t
+            .churned_at
+            .or_else(|| {
+                (t.archetype == Archetype::OneTime)
+                    .then_some(t.signup_at)
+                    .flatten()
+            })
+            .map(ts)
+            .filter(|c| *c <= as_of);
         let back = t.reactivated_at.map(ts).is_some_and(|r| r <= as_of);
         let Some(churned_at) = churned.filter(|_| !back) else {
             continue;
@@ -163,7 +173,7 @@ impl fmt::Display for EvalReport {
         writeln!(f)?;
         writeln!(
             f,
-            "Churn detection (level >= high at as-of, churned = stopped by as-of and not back)"
+            "Churn detection (level >= high at as-of, churned = stopped by as-of and not back; one-time buyers included)"
         )?;
         writeln!(
             f,
@@ -264,8 +274,8 @@ pub struct EvalArgs {
     /// The ground truth written by `churnwatch generate --truth`.
     #[arg(long)]
     pub truth: std::path::PathBuf,
-    /// Evaluate as of this time (RFC 3339); events after it are left out. Defaults to the
-    /// latest event.
+    /// Evaluate as of this time (RFC 3339, or a date for its midnight UTC); events after it
+    /// are left out. Defaults to the latest event.
     #[arg(long, value_parser = parse_time)]
     pub as_of: Option<Timestamp>,
     /// Print the report as JSON.
@@ -275,9 +285,18 @@ pub struct EvalArgs {
     pub core: CoreArgs,
 }
 
-fn parse_time(s: &str) -> Result<Timestamp, String> {
+/// Parses a time given on the command line: RFC 3339, or a bare date for its midnight UTC.
+pub fn parse_time(s: &str) -> Result<Timestamp, String> {
     Timestamp::parse_rfc3339(s)
-        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z"))
+        .or_else(|| {
+            let format = time::macros::format_description!("[year]-[month]-[day]");
+            time::Date::parse(s, format)
+                .ok()
+                .map(|d| Timestamp(d.midnight().assume_utc().unix_timestamp()))
+        })
+        .ok_or_else(|| {
+            format!("{s:?} is not a date such as 2026-01-01 or an RFC 3339 time such as 2026-01-01T12:00:00Z")
+        })
 }
 
 /// Opens an events file ("-": standard input) as lines, with a progress bar over its bytes.

@@ -12,19 +12,15 @@ pub struct FitArgs {
     /// SIGHUP (`kill -HUP <pid>`) to refit it instead.
     #[arg(long)]
     pub state_dir: PathBuf,
-    /// Fit as of this time (RFC 3339) [default: now; for a store scored on the event clock,
-    /// pass its latest event time].
-    #[arg(long, value_parser = parse_time)]
+    /// Fit as of this time (a date such as 2025-10-01, or RFC 3339) [default: the newest event
+    /// time the store has seen, its watermark: right for a store scored on the event clock,
+    /// and close to now for a live one].
+    #[arg(long, value_parser = crate::eval::parse_time)]
     pub as_of: Option<Timestamp>,
     /// The scoring TOML configuration, for its [thresholds] (the value-tier cuts and the
     /// population summary use them) [default: built-in thresholds].
     #[arg(long)]
     pub config: Option<PathBuf>,
-}
-
-fn parse_time(s: &str) -> Result<Timestamp, String> {
-    Timestamp::parse_rfc3339(s)
-        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z"))
 }
 
 /// Runs `churnwatch fit`.
@@ -61,7 +57,21 @@ pub fn run(args: &FitArgs) -> Result<()> {
         .map(|p| store.partition(p))
         .collect::<Result<Vec<_>, _>>()?;
     let refs: Vec<&churnwatch_store::Partition> = partitions.iter().collect();
-    let now = args.as_of.unwrap_or_else(churnwatch_runtime::wall_now);
+    let watermark = partitions
+        .iter()
+        .map(|p| p.watermark())
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .max();
+    let now = match (args.as_of, watermark) {
+        (Some(t), _) => t,
+        (None, Some(w)) => {
+            println!("as of the store's watermark {w} (--as-of to choose another time)");
+            w
+        }
+        (None, None) => churnwatch_runtime::wall_now(),
+    };
     let spinner = crate::progress::spinner("fitting");
     let fit = scoring::refit_population(&store, &refs, &model, now)
         .context("the refit could not be stored")?;
@@ -79,6 +89,15 @@ pub fn run(args: &FitArgs) -> Result<()> {
             b.r, b.alpha, b.a, b.b
         ),
     }
+    match &fit.risk {
+        Ok(m) => println!(
+            "risk model:  fitted on {} back-labelled customers, {:.1}% of them silent over {} days",
+            m.samples,
+            100.0 * m.base_rate,
+            m.horizon_days
+        ),
+        Err(e) => println!("risk model:  not refitted ({e})"),
+    }
     match &fit.gamma_gamma {
         Ok(_) => println!("Gamma-Gamma: p {:.4}  q {:.4}  v {:.4}", g.p, g.q, g.v),
         Err(e) => println!(
@@ -87,7 +106,7 @@ pub fn run(args: &FitArgs) -> Result<()> {
         ),
     }
     println!(
-        "stored in {}; scoring uses them from its next start",
+        "stored in {}; scoring serves them from its next start",
         args.state_dir.display()
     );
     Ok(())

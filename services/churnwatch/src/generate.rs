@@ -35,9 +35,43 @@ pub struct GenerateArgs {
     /// Where to write the ground truth CSV (archetype, churn and reactivation times, campaigns).
     #[arg(long)]
     pub truth: Option<PathBuf>,
+    /// How purchases are drawn: `archetypes` (regulars, decliners, silent churners, category
+    /// droppers, reactivators, one-time buyers, ... whose churn signals carry information) or
+    /// `bgnbd` (the BG/NBD process with the parameters of --bgnbd, whose best possible score
+    /// is known).
+    #[arg(long, value_enum, default_value_t = ProcessArg::Archetypes)]
+    pub process: ProcessArg,
+    /// The BG/NBD process's parameters r,alpha,a,b (alpha in weeks), for --process bgnbd.
+    #[arg(long, value_parser = parse_bgnbd, default_value = "0.3,6,1,3")]
+    pub bgnbd: churnwatch_synth::BgNbdProcess,
     /// Where to write the events; standard output when absent.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+}
+
+/// The purchase process of `--process`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProcessArg {
+    /// The archetypes.
+    Archetypes,
+    /// The BG/NBD process.
+    Bgnbd,
+}
+
+pub fn parse_bgnbd(s: &str) -> Result<churnwatch_synth::BgNbdProcess, String> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{s:?} is not four numbers r,alpha,a,b: {e}"))?;
+    match v[..] {
+        [r, alpha, a, b] if v.iter().all(|x| x.is_finite() && *x > 0.0) => {
+            Ok(churnwatch_synth::BgNbdProcess { r, alpha, a, b })
+        }
+        _ => Err(format!(
+            "{s:?} is not four positive numbers r,alpha,a,b such as 0.3,6,1,3"
+        )),
+    }
 }
 
 fn parse_date(s: &str) -> Result<time::Date, String> {
@@ -54,6 +88,10 @@ pub fn config(args: &GenerateArgs) -> SynthConfig {
         start: args.start,
         malformed_rate: args.malformed_rate,
         duplicate_rate: args.duplicate_rate,
+        process: match args.process {
+            ProcessArg::Archetypes => churnwatch_synth::Process::Archetypes,
+            ProcessArg::Bgnbd => churnwatch_synth::Process::BgNbd(args.bgnbd),
+        },
     }
 }
 

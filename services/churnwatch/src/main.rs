@@ -6,6 +6,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod backtest;
 mod bench;
 mod bench_query;
 mod demo;
@@ -50,6 +51,9 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Replays an event file through the core and scores it against a ground-truth file.
     Eval(eval::EvalArgs),
+    /// Measures the churn-risk score on a purchase history: replays it to each cut-off and
+    /// compares the score with baselines on who placed no order in the horizon after.
+    Backtest(backtest::BacktestArgs),
     /// Runs order-ingest and scoring in one process against real Kafka brokers.
     Run(run::RunArgs),
     /// Imports history (JSON lines or a CSV of orders) into the orders topic.
@@ -101,12 +105,15 @@ fn main() -> Result<()> {
             fit::run(&args)
         }
         Some(Command::Eval(args)) => eval::run(&args),
+        Some(Command::Backtest(args)) => backtest::run(&args),
         Some(Command::Run(args)) => {
             churnwatch_runtime::init_tracing(
                 churnwatch_runtime::LogFormat::Pretty,
                 "info,rdkafka=warn",
             )
             .map_err(anyhow::Error::msg)?;
+            // SIGHUP (a refit) is listened for on this runtime.
+            let _runtime = runtime.enter();
             run::run(&args, &shutdown)
         }
         Some(Command::Bench(args)) => {

@@ -81,6 +81,42 @@ impl Observer for CoreRun {
     }
 }
 
+/// An event file parsed: the valid events in time order and what was rejected.
+#[derive(Debug, Default)]
+pub struct Feed {
+    /// Lines read (blank ones excluded).
+    pub lines: u64,
+    /// Lines rejected by the parser, by reason.
+    pub rejected: BTreeMap<RejectCode, u64>,
+    /// The valid events, sorted by `occurred_at` (stable: a redelivery stays after its original).
+    pub events: Vec<Event>,
+}
+
+/// Parses every line of a feed. No event is too far in the future here: a file is judged by
+/// its own time, and the caller cuts it where it wants.
+pub fn read_feed<I>(lines: I, parse: &ParseConfig, progress: &ProgressBar) -> Result<Feed>
+where
+    I: IntoIterator<Item = Result<Vec<u8>>>,
+{
+    let mut feed = Feed::default();
+    let parse_now = Timestamp(i64::MAX / 4);
+    progress.set_message("parsing");
+    for line in lines {
+        let line = line?;
+        progress.inc(line.len() as u64 + 1);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        feed.lines += 1;
+        match parse_event(&line, parse_now, parse) {
+            Ok(e) => feed.events.push(e),
+            Err(r) => *feed.rejected.entry(r.code).or_default() += 1,
+        }
+    }
+    feed.events.sort_by_key(|e| e.occurred_at);
+    Ok(feed)
+}
+
 /// Parses `lines`, replays the accepted events up to `as_of` (the latest event when `None`)
 /// and returns the run and the as-of time used.
 pub fn run_core<I>(
@@ -94,28 +130,18 @@ pub fn run_core<I>(
 where
     I: IntoIterator<Item = Result<Vec<u8>>>,
 {
-    let mut run = CoreRun::default();
-    // Parsing is not the clock's business: accept any time here and cut at as-of below.
-    let parse_now = as_of
-        .unwrap_or(Timestamp(i64::MAX / 4))
-        .plus(parse.max_future_skew_secs.max(0) + 1);
-    let mut events: Vec<Event> = Vec::new();
-    progress.set_message("parsing");
-    for line in lines {
-        let line = line?;
-        progress.inc(line.len() as u64 + 1);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        run.lines += 1;
-        match parse_event(&line, parse_now, parse) {
-            Ok(e) if as_of.is_some_and(|t| e.occurred_at > t) => run.after_as_of += 1,
-            Ok(e) => events.push(e),
-            Err(r) => *run.rejected.entry(r.code).or_default() += 1,
-        }
+    let mut feed = read_feed(lines, parse, progress)?;
+    let mut run = CoreRun {
+        lines: feed.lines,
+        rejected: std::mem::take(&mut feed.rejected),
+        ..CoreRun::default()
+    };
+    if let Some(t) = as_of {
+        let kept = feed.events.partition_point(|e| e.occurred_at <= t);
+        run.after_as_of = (feed.events.len() - kept) as u64;
+        feed.events.truncate(kept);
     }
-    // Feeds are close to time order; a stable sort keeps redeliveries after their original.
-    events.sort_by_key(|e| e.occurred_at);
+    let events = feed.events;
     let as_of = as_of
         .or_else(|| events.last().map(|e| e.occurred_at))
         .unwrap_or_default();

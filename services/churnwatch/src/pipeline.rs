@@ -365,6 +365,7 @@ mod tests {
                 state_dir: state.path().to_owned(),
                 clock: ClockKind::Event,
                 refit_interval: None,
+                event_refit_interval: None,
                 ..ScoringConfig::default()
             },
             false,

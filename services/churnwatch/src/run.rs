@@ -71,6 +71,13 @@ pub struct RunArgs {
     /// Clock for evaluations: wall (live) or event (replay).
     #[arg(long, env = "CHURNWATCH_CLOCK", default_value = "wall", value_parser = ["wall", "event"])]
     pub clock: String,
+    /// With --clock event: event time between population refits of every model (BG/NBD,
+    /// Gamma-Gamma, value tiers, the risk model), e.g. 30d. `kill -HUP <pid>` refits at once.
+    #[arg(long, env = "CHURNWATCH_EVENT_REFIT_INTERVAL", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub event_refit_interval: Duration,
+    /// With --clock wall: interval between population refits, e.g. 6h.
+    #[arg(long, env = "CHURNWATCH_REFIT_INTERVAL", default_value = "6h", value_parser = humantime::parse_duration)]
+    pub refit_interval: Duration,
     /// Address the query service's gRPC API listens on.
     #[arg(long, env = "CHURNWATCH_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: String,
@@ -112,9 +119,12 @@ pub fn run(args: &RunArgs, shutdown: &CancellationToken) -> Result<()> {
         state_dir: args.state_dir.clone(),
         state_cache_mb: args.state_cache_mb,
         clock,
+        refit_interval: Some(args.refit_interval),
+        event_refit_interval: Some(args.event_refit_interval),
         ..ScoringConfig::default()
     };
     let mut pipeline = Pipeline::start(ingest, scoring, false, shutdown)?;
+    scoring::refit_on_sighup(&pipeline.scoring);
     let api = pipeline.start_query(
         query::QueryConfig {
             kafka: kafka.clone(),
@@ -176,11 +186,22 @@ pub fn backfill(args: &BackfillArgs, shutdown: &CancellationToken) -> Result<()>
         .file
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    let messages: Vec<(String, Vec<u8>)> = if is_csv {
+    let mut messages: Vec<(String, Vec<u8>)> = if is_csv {
         csv_orders(file)?
     } else {
         json_lines(file)?
     };
+    // Scoring on the event clock reads time from the events: a file sorted by customer (as
+    // many exports are) would move each partition's watermark past later customers' orders.
+    // Stable, so a customer's events keep their order within one time; lines without a
+    // readable time go last (order-ingest dead-letters them).
+    let out_of_order = sort_by_event_time(&mut messages);
+    if out_of_order > 0 {
+        eprintln!(
+            "sorted {} events by occurred_at ({out_of_order} were out of time order)",
+            messages.len()
+        );
+    }
     let producer = churnwatch_kafka::producer(&kafka, "backfill")?;
     let bar = progress::items(messages.len() as u64, "events");
     bar.set_message("importing");
@@ -198,6 +219,34 @@ pub fn backfill(args: &BackfillArgs, shutdown: &CancellationToken) -> Result<()>
         kafka.topics.orders
     );
     Ok(())
+}
+
+/// Returns an event's `occurred_at`, if it has a readable one.
+fn event_time(message: &[u8]) -> Option<churnwatch_core::Timestamp> {
+    #[derive(serde::Deserialize)]
+    struct Time<'a> {
+        #[serde(borrow)]
+        occurred_at: Option<&'a str>,
+    }
+    let t: Time<'_> = serde_json::from_slice(message).ok()?;
+    churnwatch_core::Timestamp::parse_rfc3339(t.occurred_at?)
+}
+
+/// Sorts messages by event time (stable; unreadable times last) and returns how many stood
+/// before an earlier event.
+fn sort_by_event_time(messages: &mut [(String, Vec<u8>)]) -> usize {
+    let key = |m: &(String, Vec<u8>)| event_time(&m.1).map_or(i64::MAX, |t| t.0);
+    let mut newest = i64::MIN;
+    let mut out_of_order = 0;
+    for m in messages.iter() {
+        let t = key(m);
+        out_of_order += usize::from(t < newest);
+        newest = newest.max(t);
+    }
+    if out_of_order > 0 {
+        messages.sort_by_cached_key(key);
+    }
+    out_of_order
 }
 
 /// Reads JSON lines, keyed by their customer_id when it can be read (ingest judges the rest).
@@ -304,5 +353,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("order_id, occurred_at, currency"), "{err}");
+    }
+
+    fn line(customer: &str, at: &str) -> (String, Vec<u8>) {
+        let json = format!(r#"{{"type":"order","customer_id":"{customer}","occurred_at":"{at}"}}"#);
+        (customer.to_owned(), json.into_bytes())
+    }
+
+    #[test]
+    fn a_feed_in_customer_order_is_sorted_by_event_time_stably() {
+        let mut m = vec![
+            line("a", "2025-01-03T00:00:00Z"),
+            line("a", "2025-03-01T00:00:00Z"),
+            (String::new(), b"not json".to_vec()),
+            line("b", "2025-01-01T00:00:00Z"),
+            line("b", "2025-03-01T00:00:00Z"),
+            line("c", "2025-02-01T00:00:00+01:00"),
+        ];
+        // b, b and c stand after a later time (the unreadable line counts as the latest).
+        assert_eq!(sort_by_event_time(&mut m), 3);
+        let keys: Vec<&str> = m.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["b", "a", "c", "a", "b", ""]);
+        // Already in time order: nothing to do.
+        assert_eq!(sort_by_event_time(&mut m), 0);
     }
 }

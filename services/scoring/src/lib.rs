@@ -60,9 +60,15 @@ pub struct ScoringConfig {
     /// How late an event may arrive behind the newest one (event clock).
     #[serde(with = "humantime_serde")]
     pub allowed_lateness: Duration,
-    /// Interval between population refits of the models (wall time); none disables them.
+    /// Interval between population refits of the models with the wall clock; none disables
+    /// them.
     #[serde(with = "humantime_serde")]
     pub refit_interval: Option<Duration>,
+    /// Interval of event time between population refits with the event clock (a replay or
+    /// backfill passes months of event time in minutes, so wall time would never refit it);
+    /// none disables them. The first refit comes one interval after the first event.
+    #[serde(with = "humantime_serde")]
+    pub event_refit_interval: Option<Duration>,
     /// How far behind the watermark (event time) processed event ids are still remembered
     /// for de-duplication.
     #[serde(with = "humantime_serde")]
@@ -91,6 +97,7 @@ impl Default for ScoringConfig {
             clock: ClockKind::Wall,
             allowed_lateness: Duration::from_secs(3600),
             refit_interval: Some(Duration::from_secs(6 * 3600)),
+            event_refit_interval: Some(Duration::from_secs(30 * 86_400)),
             dedup_retention: Duration::from_secs(30 * 86_400),
             dedup_min_age: Duration::from_secs(86_400),
             batch_size: 10_000,
@@ -152,6 +159,8 @@ pub struct ScoringStats {
     pub consumed: AtomicU64,
     /// Events applied.
     pub applied: AtomicU64,
+    /// Events that arrived behind the watermark less the allowed lateness (event clock).
+    pub late: AtomicU64,
     /// Duplicates ignored: repeated event ids, and redelivered messages already applied.
     pub duplicates: AtomicU64,
     /// Messages of an adopted partition between what this store applied and where consumption
@@ -201,6 +210,7 @@ impl Default for ScoringStats {
         Self {
             consumed: AtomicU64::default(),
             applied: AtomicU64::default(),
+            late: AtomicU64::default(),
             duplicates: AtomicU64::default(),
             missing_from_state: AtomicU64::default(),
             invalid: AtomicU64::default(),
@@ -237,6 +247,11 @@ impl Collector for ScoringStats {
                 "churnwatch_scoring_events_applied",
                 "Events applied to customer states.",
                 &self.applied,
+            ),
+            (
+                "churnwatch_scoring_events_late",
+                "Events that arrived behind the event-time watermark less the allowed lateness: silence timers may have judged their customers without them. A feed out of time order (sorted by customer, say) shows here.",
+                &self.late,
             ),
             (
                 "churnwatch_scoring_events_duplicate",
@@ -324,7 +339,7 @@ impl Collector for ScoringStats {
             metrics::gauge_by(
                 &mut enc,
                 "churnwatch_scoring_model_parameter",
-                "The fitted parameters in use: BG/NBD r, alpha, a, b; Gamma-Gamma p, q, v.",
+                "The fitted parameters in use: BG/NBD r, alpha, a, b; Gamma-Gamma p, q, v; the risk model's back-labelled customers (0: BG/NBD alone) and their silent share.",
                 "parameter",
                 [
                     ("bgnbd_r", p.bgnbd.r),
@@ -334,6 +349,8 @@ impl Collector for ScoringStats {
                     ("gamma_gamma_p", p.gamma_gamma.p),
                     ("gamma_gamma_q", p.gamma_gamma.q),
                     ("gamma_gamma_v", p.gamma_gamma.v),
+                    ("risk_model_samples", f64::from(p.risk.samples)),
+                    ("risk_model_base_rate", p.risk.base_rate),
                 ]
                 .map(|(k, v)| (k.to_owned(), v)),
             )?;
@@ -491,6 +508,8 @@ pub struct Scoring<'a> {
     model: Model,
     partitions: BTreeMap<i32, Owned>,
     last_refit: Instant,
+    /// With the event clock: the watermark of the last refit (or the first one seen).
+    last_refit_event: Option<churnwatch_core::Timestamp>,
 }
 
 impl std::fmt::Debug for Scoring<'_> {
@@ -516,7 +535,13 @@ pub fn run(
     stats: &ScoringStats,
 ) -> Result<(), ScoringError> {
     config.validate().map_err(ScoringError::Config)?;
-    let params = store.model_params()?.unwrap_or_default();
+    let stored = store.model_params()?;
+    if let Some(p) = stored {
+        // Served (and exported as metrics) from the start, not only after the next refit.
+        *stats.params.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+        info!(bgnbd = ?p.bgnbd, risk_model_fitted = p.risk.is_fitted(), "stored model parameters loaded");
+    }
+    let params = stored.unwrap_or_default();
     let model = Model {
         params,
         thresholds: config.thresholds.clone(),
@@ -531,6 +556,7 @@ pub fn run(
         model,
         partitions: BTreeMap::new(),
         last_refit: Instant::now(),
+        last_refit_event: None,
     };
     info!(input = %config.kafka.topics.accepted, state_dir = %config.state_dir.display(), clock = ?config.clock, "scoring running");
     scoring.run(shutdown)
@@ -736,6 +762,14 @@ impl Scoring<'_> {
     fn count(&self, work: &Work) {
         let s = self.stats;
         s.applied.fetch_add(work.stats.applied, Ordering::Relaxed);
+        if work.stats.late > 0 {
+            let before = s.late.fetch_add(work.stats.late, Ordering::Relaxed);
+            // Once per power of two, so a whole feed out of order is told, not spammed.
+            let after = before + work.stats.late;
+            if before == 0 || after.ilog2() > before.ilog2() {
+                warn!(late_events = after, allowed_lateness = ?self.config.allowed_lateness, "events arrive behind the event-time watermark; silence timers may have moved their customers (is the feed sorted by time? `churnwatch backfill` sorts a file)");
+            }
+        }
         s.duplicates
             .fetch_add(work.stats.duplicates, Ordering::Relaxed);
         s.timers_fired
@@ -840,10 +874,19 @@ impl Scoring<'_> {
 
     fn maybe_refit(&mut self) -> Result<(), ScoringError> {
         let requested = self.stats.refit_requested.swap(false, Ordering::Relaxed);
-        let due = self
-            .config
-            .refit_interval
-            .is_some_and(|every| self.last_refit.elapsed() >= every);
+        let due = match self.config.clock {
+            ClockKind::Wall => self
+                .config
+                .refit_interval
+                .is_some_and(|every| self.last_refit.elapsed() >= every),
+            ClockKind::Event => match (self.config.event_refit_interval, self.watermark()) {
+                (Some(every), Some(watermark)) => {
+                    let last = *self.last_refit_event.get_or_insert(watermark);
+                    watermark.since(last) >= i64::try_from(every.as_secs()).unwrap_or(i64::MAX)
+                }
+                _ => false,
+            },
+        };
         if requested || due {
             if requested {
                 info!("refit requested");
@@ -853,18 +896,24 @@ impl Scoring<'_> {
         Ok(())
     }
 
+    /// Returns the newest event-time watermark of the owned partitions.
+    fn watermark(&self) -> Option<churnwatch_core::Timestamp> {
+        self.partitions
+            .values()
+            .filter_map(|o| o.engine.watermark())
+            .max()
+    }
+
     /// Refits the population models over every owned partition and stores the parameters.
     pub fn refit(&mut self) -> Result<ModelParams, ScoringError> {
         self.last_refit = Instant::now();
         let now = match self.config.clock {
             ClockKind::Wall => churnwatch_runtime::wall_now(),
-            ClockKind::Event => self
-                .partitions
-                .values()
-                .filter_map(|o| o.engine.watermark())
-                .max()
-                .unwrap_or_default(),
+            ClockKind::Event => self.watermark().unwrap_or_default(),
         };
+        if self.config.clock == ClockKind::Event {
+            self.last_refit_event = Some(now);
+        }
         let partitions: Vec<&Partition> = self.partitions.values().map(|o| &o.store).collect();
         let started = Instant::now();
         let fit = refit_population(self.store, &partitions, &self.model, now)?;
@@ -881,6 +930,31 @@ impl Scoring<'_> {
         }
         self.stats.refits.fetch_add(1, Ordering::Relaxed);
         Ok(fit.params)
+    }
+}
+
+/// Listens for SIGHUP (`kill -HUP <pid>`) and asks for a population refit at the next batch
+/// boundary each time (`churnwatch fit` on a running store says so). Call it inside a tokio
+/// runtime; only the binaries' `main` should.
+pub fn refit_on_sighup(stats: &std::sync::Arc<ScoringStats>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let stats = std::sync::Arc::clone(stats);
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        stats
+                            .refit_requested
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; refits only on the interval")
+            }
+        }
     }
 }
 
@@ -910,6 +984,14 @@ pub fn refit_population(
     }
     if let Err(e) = &fit.gamma_gamma {
         warn!(error = %e, "Gamma-Gamma refit failed; keeping the previous parameters");
+    }
+    match &fit.risk {
+        Ok(m) => info!(
+            customers = m.samples,
+            silent_share = m.base_rate,
+            "risk model fitted on the back-labelled history"
+        ),
+        Err(e) => info!(reason = %e, "risk model not refitted; keeping the previous one"),
     }
     store.set_model_params(&fit.params)?;
     store.flush()?;

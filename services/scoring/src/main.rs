@@ -51,6 +51,10 @@ struct Args {
     /// "off" [default: 6h]. `kill -HUP <pid>` refits at once.
     #[arg(long, env = "CHURNWATCH_REFIT_INTERVAL")]
     refit_interval: Option<String>,
+    /// With --clock event: event time between population refits of every model, e.g. 30d,
+    /// or "off" [default: 30d]. A replay passes months of event time in minutes.
+    #[arg(long, env = "CHURNWATCH_EVENT_REFIT_INTERVAL")]
+    event_refit_interval: Option<String>,
     /// Partitions of topics created at start-up [default: 4].
     #[arg(long, env = "CHURNWATCH_PARTITIONS")]
     partitions: Option<i32>,
@@ -98,6 +102,15 @@ fn export(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// An interval flag's value: "off" is none.
+fn interval_or_off(v: &str) -> serde_json::Value {
+    if v == "off" {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!(v)
+    }
+}
+
 fn overrides(a: &Args) -> Result<Overrides> {
     let mut o = a.common.overrides().map_err(anyhow::Error::msg)?;
     o.set("kafka.partitions", a.partitions)
@@ -110,42 +123,16 @@ fn overrides(a: &Args) -> Result<Overrides> {
         .set("state_cache_mb", a.state_cache_mb)
         .set("clock", a.clock.as_ref())
         .set("allowed_lateness", a.allowed_lateness.as_ref())
+        // "off" disables periodic refits (refit on demand only).
         .set(
             "refit_interval",
-            // "off" disables periodic refits (refit on demand only).
-            a.refit_interval.as_ref().map(|v| {
-                if v == "off" {
-                    serde_json::Value::Null
-                } else {
-                    serde_json::json!(v)
-                }
-            }),
+            a.refit_interval.as_deref().map(interval_or_off),
+        )
+        .set(
+            "event_refit_interval",
+            a.event_refit_interval.as_deref().map(interval_or_off),
         );
     Ok(o)
-}
-
-/// `kill -HUP <pid>` asks for a population refit now (`churnwatch fit` on a running store
-/// says so).
-fn refit_on_sighup(stats: &std::sync::Arc<ScoringStats>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let stats = std::sync::Arc::clone(stats);
-        match signal(SignalKind::hangup()) {
-            Ok(mut hangup) => {
-                tokio::spawn(async move {
-                    while hangup.recv().await.is_some() {
-                        stats
-                            .refit_requested
-                            .store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; refits only on the interval")
-            }
-        }
-    }
 }
 
 fn main() -> Result<()> {
@@ -194,7 +181,7 @@ fn main() -> Result<()> {
         let producer = churnwatch_kafka::producer(&config.kafka, "scoring")?;
         lag.watch(&context);
         readiness.set_ready();
-        refit_on_sighup(&stats);
+        scoring::refit_on_sighup(&stats);
         let worker = tokio::task::spawn_blocking(move || {
             scoring::run(
                 &config, &consumer, &context, &producer, &store, &shutdown, &stats,
