@@ -160,34 +160,34 @@ fn on_the_archetypes_the_risk_score_ranks_above_every_baseline() {
     }
 }
 
+/// Runs `churnwatch` expecting it to fail with a message containing `needle`.
+fn fails_with(args: &[&str], needle: &str) {
+    let o = run("churnwatch", args);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    assert!(
+        stderr(&o).contains(needle),
+        "{needle:?} not in: {}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn backtest_errors_name_what_to_fix() {
     let dir = tempfile::tempdir().unwrap();
     let (events, _) = generate(dir.path(), "small", &["--customers", "20", "--months", "3"]);
-    let o = run(
-        "churnwatch",
-        &["backtest", "--events", &events, "--cutoff", "2019-01-01"],
+    let backtest = |extra: &[&str], needle: &str| {
+        let mut args = vec!["backtest", "--events", &events];
+        args.extend_from_slice(extra);
+        fails_with(&args, needle);
+    };
+    backtest(&["--cutoff", "2019-01-01"], "before the first event");
+    backtest(&["--cutoff", "June"], "is not a date such as");
+    backtest(
+        &["--horizon-days", "0"],
+        "--horizon-days must be at least 1",
     );
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("before the first event"),
-        "{}",
-        stderr(&o)
-    );
-    let o = run(
-        "churnwatch",
-        &["backtest", "--events", &events, "--cutoff", "June"],
-    );
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("is not a date such as"),
-        "{}",
-        stderr(&o)
-    );
-    let o = run(
-        "churnwatch",
+    fails_with(
         &["backtest", "--events", "/nonexistent/feed.jsonl"],
+        "feed.jsonl",
     );
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("feed.jsonl"), "{}", stderr(&o));
 }

@@ -15,6 +15,10 @@ use churnwatch_testkit::{
     metric, produce, set_group_committed, topic_end, wait_until,
 };
 
+/// Scoring's flags that keep its answers a function of the feed alone (no refits on event
+/// time), so they can be compared with the pure core's.
+const NO_EVENT_REFITS: &[&str] = &["--event-refit-interval", "off"];
+
 /// A generated feed: its lines in feed order, with the label of each.
 struct Feed {
     lines: Vec<(String, Vec<u8>, LineKind)>,
@@ -142,7 +146,7 @@ impl Rig {
     /// Scoring on event time with no lateness and no periodic refits, so its answers are a
     /// function of the feed alone; small batches so a crash lands mid-stream.
     fn scoring(&self) -> Service {
-        self.scoring_with(&["--event-refit-interval", "off"])
+        self.scoring_with(NO_EVENT_REFITS)
     }
 
     /// [`Rig::scoring`] with more flags.
@@ -185,8 +189,13 @@ impl Rig {
     /// Starts order-ingest and scoring, feeds `feed` into `orders` and waits until both have
     /// committed all of it; returns the running services.
     fn run_through(&self, feed: &Feed) -> (Service, Service) {
+        self.run_through_with(feed, NO_EVENT_REFITS)
+    }
+
+    /// [`Rig::run_through`] with more flags for scoring.
+    fn run_through_with(&self, feed: &Feed, scoring_flags: &[&str]) -> (Service, Service) {
         let mut ingest = self.ingest();
-        let mut scoring = self.scoring();
+        let mut scoring = self.scoring_with(scoring_flags);
         produce(
             &self.broker.brokers(),
             "orders",
@@ -354,9 +363,10 @@ fn a_customer_who_goes_silent_gets_a_risk_event_from_timers_alone() {
     let day = 86_400;
     // Weekly orders from 200 to 60 days ago, then nothing: the last message is an order.
     let mut lines = Vec::new();
-    let first_order = now - 200 * day;
+    let mut last_order = 0;
     for (n, ago) in (60..=200).rev().step_by(7).enumerate() {
         let at = Timestamp(now - ago * day);
+        last_order = at.0;
         let json = format!(
             r#"{{"type":"order","event_id":"quiet-{n}","order_id":"o{n}","customer_id":"quiet","occurred_at":"{at}","currency":"USD","total":"30.00","cost":"12.00"}}"#
         );
@@ -395,14 +405,13 @@ fn a_customer_who_goes_silent_gets_a_risk_event_from_timers_alone() {
     let from_timer = events
         .iter()
         .find(|e| {
-            // Assessed by a timer, after the first order. (On the wall clock a backlog's
-            // timers fire before the customer's later orders in the same batch are applied,
-            // so the event can be dated at one of those orders' times.)
+            // Assessed by a timer, after the last order: the backlog's own orders are not
+            // judged by the silence they end.
             e["customer_id"] == "quiet"
                 && Timestamp::parse_rfc3339(e["at"].as_str().unwrap())
                     .unwrap()
                     .0
-                    > first_order
+                    > last_order
                 && (e["level"] == "high" || e["level"] == "critical")
         })
         .unwrap_or_else(|| {
@@ -483,18 +492,7 @@ fn a_customer_who_goes_silent_gets_a_risk_event_from_timers_alone() {
 fn an_event_clock_replay_fits_its_models_and_a_restart_serves_the_stored_parameters() {
     let rig = Rig::new(Storage::Memory);
     let feed = feed(400, 12, 31);
-    let mut ingest = rig.ingest();
-    let mut scoring = rig.scoring_with(&["--event-refit-interval", "30d"]);
-    produce(
-        &rig.broker.brokers(),
-        "orders",
-        feed.lines.iter().map(|(k, v, _)| (k.clone(), v.clone())),
-    );
-    rig.wait_drained(
-        feed.len(),
-        feed.accepted(),
-        &mut [&mut ingest, &mut scoring],
-    );
+    let (mut ingest, mut scoring) = rig.run_through_with(&feed, &["--event-refit-interval", "30d"]);
     let admin = scoring.admin_addr().expect("the admin endpoint is logged");
     let (_, text) = http_get(&admin, "/metrics").unwrap();
     // A year of event time: a refit every 30 days of it, minutes of wall time.
@@ -1049,4 +1047,65 @@ fn the_query_service_serves_what_scoring_computed_once_caught_up_and_rebuilds_an
     terminate_cleanly(&mut rebuilt);
     terminate_cleanly(&mut scoring);
     terminate_cleanly(&mut ingest);
+}
+
+#[test]
+fn churnwatch_run_refits_on_sighup_and_keeps_running() {
+    let rig = Rig::new(Storage::Memory);
+    let feed = feed(150, 6, 41);
+    let brokers = rig.broker.brokers();
+    let dir = rig.dir.path();
+    let state = dir.join("run-state");
+    let view = dir.join("run-view");
+    let grpc = format!("127.0.0.1:{}", churnwatch_testkit::free_port());
+    let admin = format!("127.0.0.1:{}", churnwatch_testkit::free_port());
+    let mut run = Service::start(
+        &bin("churnwatch"),
+        &[
+            "run",
+            "--brokers",
+            &brokers,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--view-dir",
+            view.to_str().unwrap(),
+            "--grpc-addr",
+            &grpc,
+            "--admin-addr",
+            &admin,
+            "--clock",
+            "event",
+            // No periodic refit within the test: the refit below is SIGHUP's.
+            "--event-refit-interval",
+            "3650d",
+            "--fx-rates",
+            FX_RATES_TO_USD,
+        ],
+        &[],
+        dir,
+    );
+    // `run` creates the topics; feed once it answers on its admin port.
+    let up = wait_until(Duration::from_secs(60), || {
+        http_get(&admin, "/healthz").is_ok_and(|(status, _)| status == 200)
+    });
+    assert!(up, "{}", run.log());
+    produce(
+        &brokers,
+        "orders",
+        feed.lines.iter().map(|(k, v, _)| (k.clone(), v.clone())),
+    );
+    let drained = wait_until(Duration::from_secs(180), || {
+        rig.committed("churnwatch-scoring", "orders-accepted") == Some(feed.accepted())
+    });
+    assert!(drained, "{}", run.log());
+    assert!(!run.log().contains("models refitted"), "{}", run.log());
+    run.signal("HUP");
+    let refitted = wait_until(Duration::from_secs(60), || {
+        run.log().contains("models refitted")
+    });
+    assert!(refitted, "no refit after SIGHUP:\n{}", run.log());
+    // Still serving after the signal, and it stops cleanly.
+    let (status, _) = http_get(&admin, "/healthz").unwrap();
+    assert_eq!(status, 200);
+    terminate_cleanly(&mut run);
 }

@@ -237,6 +237,9 @@ impl Engine {
                 self.watermark.map_or(candidate, |w| w.max(candidate))
             }
         };
+        if self.clock == Clock::Wall {
+            self.settle_own_timers(work, store, &event.customer_id, event.occurred_at)?;
+        }
         self.advance(work, store, now)?;
         let mut state = take_state(work, store, &event.customer_id)?;
         let outcome = apply(&mut state, event);
@@ -283,6 +286,33 @@ impl Engine {
             let state = take_state(work, store, &customer)?;
             let at = state.last_assessed_at.map_or(due, |l| l.max(due));
             self.assess_into(work, state, at);
+        }
+        Ok(())
+    }
+
+    /// On the wall clock, fires a customer's timers due before its event and drops the one
+    /// the event overtakes. Without this, a backlog (history fed to a live service) would let
+    /// the customer's timers run on to now, judging the silence that its own later orders in
+    /// the batch end (a weekly buyer made critical, even lost and reactivated, by timers).
+    fn settle_own_timers<S: StateStore>(
+        &mut self,
+        work: &mut Work,
+        store: &mut S,
+        customer: &str,
+        event_at: Timestamp,
+    ) -> Result<(), S::Error> {
+        while let Some(due) = self.timers.due_of(customer).filter(|d| *d < event_at) {
+            self.timers.set(customer, None);
+            record_timer(work, customer, Some(due), None);
+            work.stats.timers_fired += 1;
+            let state = take_state(work, store, customer)?;
+            let at = state.last_assessed_at.map_or(due, |l| l.max(due));
+            self.assess_into(work, state, at);
+        }
+        // The event's own assessment sets the next timer.
+        if let Some(due) = self.timers.due_of(customer) {
+            self.timers.set(customer, None);
+            record_timer(work, customer, Some(due), None);
         }
         Ok(())
     }
@@ -535,6 +565,44 @@ mod tests {
             .on_event(&mut work, &mut memory, &order("a", 1, 10), Timestamp(0))
             .unwrap();
         assert_eq!((work.stats.late, work.stats.duplicates), (1, 1));
+    }
+
+    #[test]
+    fn on_the_wall_clock_a_backlog_is_not_judged_by_the_silence_its_own_orders_end() {
+        // Weekly orders from 200 to 60 days before now, fed in one batch to a live engine.
+        let now = Timestamp(1_704_067_200 + 200 * DAY);
+        let mut memory = Memory::default();
+        let mut engine = Engine::new(Model::default(), Clock::Wall, None, TimerIndex::default());
+        let mut work = Work::default();
+        for (n, day) in (0..=140).step_by(7).enumerate() {
+            engine
+                .on_event(&mut work, &mut memory, &order("w", n as u32, day), now)
+                .unwrap();
+        }
+        // Timers fired only where the customer really was silent: up to now after the last
+        // order, never between two of its orders a week apart.
+        let risk_at: Vec<Timestamp> = work
+            .outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Risk(r) if r.level >= crate::RiskLevel::Critical => Some(r.at),
+                _ => None,
+            })
+            .collect();
+        let last_order = Timestamp(1_704_067_200 + 140 * DAY);
+        assert!(
+            risk_at.iter().all(|at| *at >= last_order),
+            "critical while still ordering weekly: {risk_at:?}"
+        );
+        engine.advance(&mut work, &mut memory, now).unwrap();
+        let state = work.states.get("w").unwrap();
+        assert_eq!(state.totals.orders, 21);
+        assert!(
+            state
+                .stage_history
+                .iter()
+                .all(|c| c.to != crate::Stage::Lost)
+        );
     }
 
     #[test]
