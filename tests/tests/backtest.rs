@@ -19,26 +19,22 @@ fn generate(dir: &std::path::Path, name: &str, args: &[&str]) -> (String, String
     (events, truth)
 }
 
-fn auc(cutoff: &Value, score: &str) -> f64 {
+/// Returns one score's report at a cut-off.
+fn score<'a>(cutoff: &'a Value, name: &str) -> &'a Value {
     cutoff["scores"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["name"] == score)
-        .unwrap_or_else(|| panic!("no {score} in {cutoff}"))["ranking"]["roc_auc"]
-        .as_f64()
-        .unwrap()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {cutoff}"))
 }
 
-fn ece(cutoff: &Value, score: &str) -> f64 {
-    cutoff["scores"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == score)
-        .unwrap()["calibration"]["ece"]
-        .as_f64()
-        .unwrap()
+fn auc(cutoff: &Value, name: &str) -> f64 {
+    score(cutoff, name)["ranking"]["roc_auc"].as_f64().unwrap()
+}
+
+fn ece(cutoff: &Value, name: &str) -> f64 {
+    score(cutoff, name)["calibration"]["ece"].as_f64().unwrap()
 }
 
 #[test]

@@ -212,8 +212,10 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
     let clv = expected_12m * margin_per_order * discount;
 
     let risk_model = params.risk.for_horizon(t.risk_horizon_days);
-    let (risk_score, reasons) = churn::features(state, now, &params.bgnbd, t)
-        .map_or((0.0, Vec::new()), |f| risk_model.explain(&f, t));
+    let (risk_score, reasons) = rfm.map_or((0.0, Vec::new()), |s| {
+        let f = churn::features_given(state, now, s, typical, &params.bgnbd, t);
+        risk_model.explain(&f, t)
+    });
     let risk_level = RiskLevel::with_hysteresis(risk_score, state.risk_level, t);
 
     // The value if the customer stays: CLV undone of the dropout probability already in it.

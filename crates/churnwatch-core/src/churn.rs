@@ -18,7 +18,7 @@ use argmin::solver::quasinewton::LBFGS;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::btyd::BgNbdParams;
+use crate::btyd::{BgNbdParams, RfmSummary};
 use crate::config::Thresholds;
 use crate::signals::{self, Moment, ReasonCode, Signal};
 use crate::state::{CustomerState, IntervalStats};
@@ -127,6 +127,19 @@ pub fn features(
     t: &Thresholds,
 ) -> Option<Features> {
     let s = crate::assess::rfm_summary(state, now, t)?;
+    let typical = signals::typical_interval_days(state, t);
+    Some(features_given(state, now, s, typical, bgnbd, t))
+}
+
+/// [`features`] for an RFM summary and typical interval already computed (as `evaluate` has).
+pub(crate) fn features_given(
+    state: &CustomerState,
+    now: Timestamp,
+    s: RfmSummary,
+    typical: Option<f64>,
+    bgnbd: &BgNbdParams,
+    t: &Thresholds,
+) -> Features {
     let horizon_weeks = t.risk_horizon_days * DAY as f64 / WEEK as f64;
     let p_alive = bgnbd.p_alive(s.x, s.t_x, s.t);
     let p_none = bgnbd.p_no_purchase(horizon_weeks, s.x, s.t_x, s.t);
@@ -134,7 +147,6 @@ pub fn features(
         .last_order_at
         .map_or(0.0, |l| now.days_since(l).max(0.0));
     let moment = Moment::from(now);
-    let typical = signals::typical_interval_days(state, t);
     let fired: Vec<Signal> = [
         signals::overdue_given(state, typical, &moment, t),
         signals::purchase_decline(state, &moment, t),
@@ -171,14 +183,14 @@ pub fn features(
         f64::from(refunds).ln_1p(),
         f64::from(contacts).ln_1p(),
     ];
-    Some(Features {
+    Features {
         values,
         p_none_bgnbd: p_none,
         p_alive,
         signals: fired,
         days_silent,
         occasions: s.x + 1.0,
-    })
+    }
 }
 
 /// Probabilities are kept this far from 0 and 1 before taking log-odds.
@@ -493,6 +505,9 @@ pub enum RiskFitError {
         /// Of them, ordering in the horizon.
         ordered: usize,
     },
+    /// No customer was looked at.
+    #[error("no customers to fit the risk model on")]
+    NoCustomers,
     /// The optimiser failed.
     #[error("the risk model's optimiser failed: {0}")]
     Solver(String),

@@ -281,12 +281,25 @@ impl Engine {
         let now = self.watermark.map_or(now, |w| w.max(now));
         self.watermark = Some(now);
         while let Some((due, customer)) = self.timers.pop_due(now) {
-            record_timer(work, &customer, Some(due), None);
-            work.stats.timers_fired += 1;
-            let state = take_state(work, store, &customer)?;
-            let at = state.last_assessed_at.map_or(due, |l| l.max(due));
-            self.assess_into(work, state, at);
+            self.fire(work, store, &customer, due)?;
         }
+        Ok(())
+    }
+
+    /// Fires a customer's timer, already taken out of the index: the customer is assessed at
+    /// its due time (or its last assessment, if later).
+    fn fire<S: StateStore>(
+        &mut self,
+        work: &mut Work,
+        store: &mut S,
+        customer: &str,
+        due: Timestamp,
+    ) -> Result<(), S::Error> {
+        record_timer(work, customer, Some(due), None);
+        work.stats.timers_fired += 1;
+        let state = take_state(work, store, customer)?;
+        let at = state.last_assessed_at.map_or(due, |l| l.max(due));
+        self.assess_into(work, state, at);
         Ok(())
     }
 
@@ -303,11 +316,7 @@ impl Engine {
     ) -> Result<(), S::Error> {
         while let Some(due) = self.timers.due_of(customer).filter(|d| *d < event_at) {
             self.timers.set(customer, None);
-            record_timer(work, customer, Some(due), None);
-            work.stats.timers_fired += 1;
-            let state = take_state(work, store, customer)?;
-            let at = state.last_assessed_at.map_or(due, |l| l.max(due));
-            self.assess_into(work, state, at);
+            self.fire(work, store, customer, due)?;
         }
         // The event's own assessment sets the next timer.
         if let Some(due) = self.timers.due_of(customer) {

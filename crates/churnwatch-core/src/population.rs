@@ -65,15 +65,12 @@ impl PopulationSummary {
         let gamma_gamma = GammaGammaParams::fit(&self.spend, Some(previous.gamma_gamma));
         let tiers = TierCuts::from_margins(&mut self.margins, t);
         let bgnbd_params = bgnbd.as_ref().map_or(previous.bgnbd, |r| r.params);
-        let risk = match &self.training {
-            Some(training) => training.fit(&bgnbd_params, t),
-            None => Err(RiskFitError::TooLittleHistory {
-                cut: String::new(),
-                rows: 0,
-                silent: 0,
-                ordered: 0,
-            }),
-        };
+        let risk = self
+            .training
+            .as_ref()
+            .map_or(Err(RiskFitError::NoCustomers), |training| {
+                training.fit(&bgnbd_params, t)
+            });
         let params = ModelParams {
             bgnbd: bgnbd_params,
             gamma_gamma: gamma_gamma
