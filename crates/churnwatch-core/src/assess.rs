@@ -67,8 +67,14 @@ pub struct Assessment {
     pub expected_purchases: f64,
     /// Expected margin over the next 12 months, minor units.
     pub clv_12m: i64,
-    /// The 12-month margin the business stands to lose: the margin expected if the customer
-    /// stays, weighted by the risk score.
+    /// The margin expected over the next 12 months if the customer stays, minor units (for a
+    /// one-time buyer, a new customer's expectation: see [`retained_margin`]).
+    pub retained_12m: i64,
+    /// The margin expected over `lifetime_horizon_years` if the customer stays, discounted
+    /// yearly, minor units: what losing the customer costs.
+    pub lifetime_value: i64,
+    /// The 12-month margin the business stands to lose: `retained_12m` weighted by the risk
+    /// score.
     pub value_at_risk: i64,
     /// Margin over the last 12 months (support cost included), minor units.
     pub margin_12m: i64,
@@ -161,6 +167,46 @@ pub fn margin_12m(state: &CustomerState, now: Timestamp, t: &Thresholds) -> i64 
         .saturating_sub(i64::from(l.contacts).saturating_mul(t.cost_per_contact))
 }
 
+/// Returns the margin a customer who stays brings over the next `years`, discounted at
+/// `annual_discount_rate` per year, minor units.
+///
+/// The purchases are BG/NBD's expectation given that the customer has not dropped out yet
+/// ([`BgNbdParams::expected_purchases_if_alive`]), so a customer already gone is valued at what
+/// it would have brought, not at the model's near-zero expectation. A one-time buyer is valued
+/// at the population's expectation: what a new customer brings, E[X(h)] at x = 0 and T = 0,
+/// rather than a posterior that only its silence has informed. Each year's purchases are
+/// discounted by (1 + rate)^-k, the k-th year's and a final part year's alike.
+pub fn retained_margin(
+    bgnbd: &BgNbdParams,
+    rfm: RfmSummary,
+    margin_per_order: f64,
+    years: f64,
+    t: &Thresholds,
+) -> f64 {
+    if years.is_nan() || years <= 0.0 || margin_per_order == 0.0 {
+        return 0.0;
+    }
+    let (x, age) = if rfm.x < 1.0 {
+        (0.0, 0.0)
+    } else {
+        (rfm.x, rfm.t)
+    };
+    let year_weeks = 365.0 * DAY as f64 / WEEK as f64;
+    let mut value = 0.0;
+    let mut before = 0.0;
+    let mut k = 1.0_f64;
+    loop {
+        let until = k.min(years);
+        let [cumulative] = bgnbd.expected_purchases_if_alive([until * year_weeks], x, age);
+        value += (cumulative - before) * margin_per_order / (1.0 + t.annual_discount_rate).powf(k);
+        if until >= years {
+            return value;
+        }
+        before = cumulative;
+        k += 1.0;
+    }
+}
+
 /// Returns the silence after the last order at which the customer counts as lost, in seconds.
 fn lost_after_secs(typical_days: Option<f64>, t: &Thresholds) -> i64 {
     let days = typical_days.map_or(t.lost_min_silence_days, |d| {
@@ -218,13 +264,14 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
     });
     let risk_level = RiskLevel::with_hysteresis(risk_score, state.risk_level, t);
 
-    // The value if the customer stays: CLV undone of the dropout probability already in it.
-    let retained = if let Some(p) = p_alive {
-        clv / p.max(0.05)
-    } else {
-        0.0
+    let retained = |years: f64| {
+        rfm.map_or(0.0, |r| {
+            retained_margin(&params.bgnbd, r, margin_per_order, years, t).max(0.0)
+        })
     };
-    let value_at_risk = (risk_score * retained.max(0.0)).round() as i64;
+    let retained_12m = retained(1.0);
+    let lifetime_value = retained(t.lifetime_horizon_years);
+    let value_at_risk = (risk_score * retained_12m).round() as i64;
 
     let lost_after = lost_after_secs(typical, t);
     let silent_past_lost = state
@@ -269,6 +316,8 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
         p_alive,
         expected_purchases,
         clv_12m: clv.round() as i64,
+        retained_12m: retained_12m.round() as i64,
+        lifetime_value: lifetime_value.round() as i64,
         value_at_risk,
         margin_12m,
         revenue_12m: last12.revenue,
@@ -295,6 +344,8 @@ pub fn record(state: &mut CustomerState, a: &Assessment) -> Changes {
             from: t.from,
             to: t.to,
             value_at_risk: a.value_at_risk,
+            retained_12m: a.retained_12m,
+            lifetime_value: a.lifetime_value,
         });
         h.retain(|c| c.at >= a.at.plus(-STAGE_HISTORY_SECS));
         if h.len() > MAX_STAGE_HISTORY {

@@ -243,6 +243,22 @@ impl BgNbdParams {
         self.expected_purchases_clamped(horizon, x, t, p_alive)
     }
 
+    /// Returns E[X(h) | x, T, alive] for each horizon `h`: the expected purchases of a customer
+    /// with `x` repeat purchases at age `t` who has not dropped out yet (future dropout still
+    /// counts). Dead customers buy nothing, so this is [`BgNbdParams::expected_purchases`]
+    /// divided by P(alive), computed without the division. With `x` = 0 and `t` = 0 it is the
+    /// unconditional expectation E[X(h)] of a new customer (FHL 2005, equation 9): the
+    /// population's expectation. Inputs are clamped like [`BgNbdParams::p_alive`].
+    pub fn expected_purchases_if_alive<const N: usize>(
+        &self,
+        horizons: [f64; N],
+        x: f64,
+        t: f64,
+    ) -> [f64; N] {
+        let (x, _, t) = clamp_rfm(x, 0.0, t);
+        horizons.map(|h| self.expected_purchases_clamped(h, x, t, 1.0))
+    }
+
     /// Returns P(X(T, T+h) = 0 | x, t_x, T): the probability that a customer with `x` repeat
     /// purchases, the last at `t_x`, makes no purchase in the next `horizon` time units.
     ///

@@ -63,6 +63,9 @@ pub struct Thresholds {
     /// true), as lifetimes' `summary_data_from_transaction_data` does with its default daily
     /// frequency; false counts every order.
     pub count_same_day_orders_once: bool,
+    /// How far ahead a customer's lifetime value looks, in years (default 3): a lost customer
+    /// costs the margin it was predicted to bring over this horizon had it stayed.
+    pub lifetime_horizon_years: f64,
 }
 
 impl Default for Thresholds {
@@ -92,6 +95,7 @@ impl Default for Thresholds {
             annual_discount_rate: 0.0,
             risk_horizon_days: 90.0,
             count_same_day_orders_once: true,
+            lifetime_horizon_years: 3.0,
         }
     }
 }
@@ -181,6 +185,10 @@ impl Thresholds {
             (0.0..1.0).contains(&self.annual_discount_rate),
             "annual_discount_rate must be in [0, 1)",
         );
+        check(
+            self.lifetime_horizon_years > 0.0 && self.lifetime_horizon_years <= 100.0,
+            "lifetime_horizon_years must be more than 0 and at most 100",
+        );
         if errors.is_empty() {
             Ok(())
         } else {
@@ -204,11 +212,13 @@ mod tests {
             medium_risk: 0.9,
             tier_a_share: 0.9,
             cost_per_contact: -1,
+            lifetime_horizon_years: 0.0,
             ..Thresholds::default()
         };
         let errors = t.validate().unwrap_err();
-        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("cost_per_contact")));
+        assert!(errors.iter().any(|e| e.contains("lifetime_horizon_years")));
         assert!(errors.iter().any(|e| e.contains("medium_risk")));
         assert!(errors.iter().any(|e| e.contains("tier_a_share")));
     }

@@ -108,6 +108,10 @@ pub struct Profile {
     pub clv_12m: i64,
     /// 12-month margin at stake.
     pub value_at_risk: i64,
+    /// The margin expected over the lifetime horizon (3 years by default) if the customer
+    /// stays, discounted: what losing it would cost.
+    #[serde(default)]
+    pub lifetime_value: i64,
     /// Margin over the last 12 months, support cost included.
     pub margin_12m: i64,
     /// Revenue over the last 12 months.
@@ -200,6 +204,12 @@ pub struct StageMove {
     pub to: Stage,
     /// The value at risk at that moment, minor units.
     pub value_at_risk: i64,
+    /// The margin expected over the next 12 months had the customer stayed, minor units.
+    #[serde(default)]
+    pub retained_12m: i64,
+    /// The margin expected over the lifetime horizon had the customer stayed, minor units.
+    #[serde(default)]
+    pub lifetime_value: i64,
 }
 
 /// What one assessment publishes.
@@ -253,6 +263,7 @@ pub fn profile(state: &CustomerState, a: &Assessment) -> Profile {
         expected_purchases: a.expected_purchases,
         clv_12m: a.clv_12m,
         value_at_risk: a.value_at_risk,
+        lifetime_value: a.lifetime_value,
         margin_12m: a.margin_12m,
         revenue_12m: a.revenue_12m,
         orders_12m: a.orders_12m,
@@ -287,6 +298,8 @@ pub fn profile(state: &CustomerState, a: &Assessment) -> Profile {
                 from: c.from,
                 to: c.to,
                 value_at_risk: c.value_at_risk,
+                retained_12m: c.retained_12m,
+                lifetime_value: c.lifetime_value,
             })
             .collect(),
     }

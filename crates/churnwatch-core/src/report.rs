@@ -119,8 +119,12 @@ pub struct RetentionReport {
     pub window: Window,
     /// Customers who became lost inside the window (each counted once).
     pub customers_lost: u64,
-    /// Their value at risk when they became lost, minor units: what losing them cost.
+    /// The margin they were expected to bring over the next 12 months had they stayed, summed at
+    /// the moment each became lost, minor units: what losing them cost in a year.
     pub lost_value: i64,
+    /// Their lifetime value (over `lifetime_horizon_years`) at the moment each became lost,
+    /// minor units: what losing them cost.
+    pub lost_lifetime_value: i64,
     /// Customers whose first order fell inside the window.
     pub customers_acquired: u64,
     /// Lost customers who ordered again inside the window (each counted once).
@@ -147,6 +151,7 @@ impl RetentionAccumulator {
                 window,
                 customers_lost: 0,
                 lost_value: 0,
+                lost_lifetime_value: 0,
                 customers_acquired: 0,
                 customers_reactivated: 0,
                 active_at_start: 0,
@@ -163,7 +168,10 @@ impl RetentionAccumulator {
         let in_window = || p.stage_history.iter().filter(|c| w.contains(c.at));
         if let Some(lost) = in_window().rfind(|c| c.to == Stage::Lost) {
             r.customers_lost += 1;
-            r.lost_value = r.lost_value.saturating_add(lost.value_at_risk.max(0));
+            r.lost_value = r.lost_value.saturating_add(lost.retained_12m.max(0));
+            r.lost_lifetime_value = r
+                .lost_lifetime_value
+                .saturating_add(lost.lifetime_value.max(0));
         }
         if in_window().any(|c| c.from == Stage::Lost) {
             r.customers_reactivated += 1;
@@ -613,6 +621,10 @@ mod tests {
         let r = acc.finish();
         assert_eq!(r.customers_lost, 1, "{r:?}");
         assert!(r.lost_value > 0, "losing a regular costs something: {r:?}");
+        assert!(
+            r.lost_lifetime_value > r.lost_value,
+            "three years of a regular are worth more than one: {r:?}"
+        );
         assert_eq!(r.customers_acquired, 1, "{r:?}");
         assert_eq!(r.customers_reactivated, 1, "{r:?}");
         assert_eq!((r.active_at_start, r.retained), (2, 1), "{r:?}");

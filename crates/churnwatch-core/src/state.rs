@@ -14,7 +14,7 @@ use crate::stage::Stage;
 use crate::time::{DAY, MonthIndex, Timestamp};
 
 /// Version of the state layout; bumped on every incompatible change.
-pub const SCHEMA_VERSION: u16 = 3;
+pub const SCHEMA_VERSION: u16 = 4;
 /// Calendar months kept in the rolling windows.
 pub const WINDOW_MONTHS: i32 = 24;
 /// Distinct named categories tracked per customer; further ones are counted as [`OTHER_CATEGORY`].
@@ -244,8 +244,14 @@ pub struct StageChange {
     pub from: Stage,
     /// The stage entered.
     pub to: Stage,
-    /// The customer's value at risk at that moment (what a move to lost cost), minor units.
+    /// The customer's value at risk at that moment, minor units.
     pub value_at_risk: i64,
+    /// The margin the customer was expected to bring over the next 12 months had it stayed,
+    /// minor units: what a move to lost cost in a year.
+    pub retained_12m: i64,
+    /// The margin it was expected to bring over the lifetime horizon had it stayed, minor
+    /// units: what a move to lost cost.
+    pub lifetime_value: i64,
 }
 
 /// Everything the core remembers about one customer.

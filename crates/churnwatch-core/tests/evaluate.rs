@@ -308,3 +308,87 @@ fn same_day_orders_count_as_one_purchase_occasion() {
     );
     assert_eq!(late.totals.occasions, 2);
 }
+
+#[test]
+fn a_one_time_buyer_is_valued_at_a_new_customers_expectation_whatever_its_silence() {
+    let model = Model::default();
+    let mut s = CustomerState::new("o");
+    apply(
+        &mut s,
+        &order("o", "only", day(0.0), 3_000, 1_500, &["tea"]),
+    );
+    let soon = evaluate(&s, day(10.0), &model);
+    let late = evaluate(&s, day(400.0), &model);
+    assert!(soon.lifetime_value > 0, "{soon:?}");
+    assert_eq!(
+        (soon.lifetime_value, soon.retained_12m),
+        (late.lifetime_value, late.retained_12m),
+        "silence does not shrink what a retained one-time buyer would bring"
+    );
+    assert!(
+        soon.lifetime_value > soon.retained_12m,
+        "three years bring more than one: {soon:?}"
+    );
+}
+
+#[test]
+fn a_lost_regular_costs_its_lifetime_margin_not_the_models_expectation_after_silence() {
+    let model = Model::default();
+    let events = cadence("c", "o", 14.0, 0.0, 300.0, 4_000, &["coffee"]);
+    let (s, _) = live("c", events, day(600.0), &model);
+    assert_eq!(s.stage, Stage::Lost);
+    let lost = s
+        .stage_history
+        .iter()
+        .rfind(|c| c.to == Stage::Lost)
+        .expect("the move to lost is recorded");
+    let a = evaluate(&s, day(600.0), &model);
+    assert!(
+        a.clv_12m * 10 < lost.retained_12m,
+        "the model expects little from a lost customer ({}), yet it cost {} in a year",
+        a.clv_12m,
+        lost.retained_12m
+    );
+    assert!(lost.lifetime_value > 2 * lost.retained_12m, "{lost:?}");
+}
+
+#[test]
+fn a_thousand_a_month_for_twenty_years_is_worth_240_thousand() {
+    use churnwatch_core::assess::retained_margin;
+    use churnwatch_core::btyd::{BgNbdParams, RfmSummary};
+    use churnwatch_core::config::Thresholds;
+    // Twelve orders a year, known precisely (a tight Gamma), with a negligible dropout.
+    let per_week = 12.0 / (365.0 / 7.0);
+    let bgnbd = BgNbdParams {
+        r: 1e6,
+        alpha: 1e6 / per_week,
+        a: 1e-3,
+        b: 1e6,
+    };
+    let rfm = RfmSummary {
+        x: 24.0,
+        t_x: 104.0,
+        t: 104.3,
+    };
+    let t = Thresholds::default();
+    let value = retained_margin(&bgnbd, rfm, 100_000.0, 20.0, &t);
+    assert!(
+        (value - 24_000_000.0).abs() < 0.01 * 24_000_000.0,
+        "$1,000 a month for 20 years: {value}"
+    );
+    let discounted = retained_margin(
+        &bgnbd,
+        rfm,
+        100_000.0,
+        20.0,
+        &Thresholds {
+            annual_discount_rate: 0.1,
+            ..t
+        },
+    );
+    // Σ 1.1^-k for k = 1..20 = 8.5136.
+    assert!(
+        (discounted - 12.0 * 100_000.0 * 8.5136).abs() < 0.01 * discounted,
+        "{discounted}"
+    );
+}

@@ -149,8 +149,11 @@ pub fn profile_to_proto(p: &Profile) -> v1::CustomerProfile {
                 from: stage_to_proto(c.from) as i32,
                 to: stage_to_proto(c.to) as i32,
                 value_at_risk_minor: c.value_at_risk,
+                retained_12m_minor: c.retained_12m,
+                lifetime_value_minor: c.lifetime_value,
             })
             .collect(),
+        lifetime_value_minor: p.lifetime_value,
     }
 }
 
@@ -192,6 +195,7 @@ pub fn retention_report_to_proto(r: &RetentionReport) -> v1::GetRetentionReportR
         active_at_start: r.active_at_start,
         retained: r.retained,
         retention_rate: r.retention_rate,
+        lost_lifetime_value_minor: r.lost_lifetime_value,
     }
 }
 

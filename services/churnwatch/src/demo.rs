@@ -253,7 +253,20 @@ pub fn summary(
         .iter()
         .map(|l| format!("{l} {}", levels.get(l).copied().unwrap_or(0)))
         .collect();
-    let _ = writeln!(out, "Risk levels: {}\n", list.join(", "));
+    let _ = writeln!(out, "Risk levels: {}", list.join(", "));
+    let lost = |v: &std::sync::atomic::AtomicU64| {
+        money(
+            i64::try_from(v.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+            args.core.reporting_currency,
+        )
+    };
+    let _ = writeln!(
+        out,
+        "Customers lost: {}, costing {} over the next 12 months and {} over their lifetime\n",
+        s.customers_lost.load(Ordering::Relaxed),
+        lost(&s.lost_value),
+        lost(&s.lost_lifetime_value)
+    );
 
     let profiles = s.profiles.lock().unwrap_or_else(|p| p.into_inner());
     let mut at_risk: Vec<&Profile> = profiles

@@ -285,6 +285,7 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
                             "window_end": r.window_end.as_ref().map(time_text),
                             "customers_lost": r.customers_lost,
                             "lost_value_minor": r.lost_value_minor,
+                            "lost_lifetime_value_minor": r.lost_lifetime_value_minor,
                             "customers_acquired": r.customers_acquired,
                             "customers_reactivated": r.customers_reactivated,
                             "active_at_start": r.active_at_start,
@@ -295,9 +296,10 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
                 } else {
                     println!("Retention over the last {months} months ({window}):");
                     println!(
-                        "  customers lost:        {} (their value at risk when lost: {})",
+                        "  customers lost:        {} (what they cost: {} over the next 12 months, {} over their lifetime)",
                         r.customers_lost,
-                        money(r.lost_value_minor)
+                        money(r.lost_value_minor),
+                        money(r.lost_lifetime_value_minor)
                     );
                     println!("  customers acquired:    {}", r.customers_acquired);
                     println!("  customers reactivated: {}", r.customers_reactivated);
@@ -754,6 +756,7 @@ fn profile_json(p: &v1::CustomerProfile) -> serde_json::Value {
         "expected_purchases": p.expected_purchases,
         "clv_12m_minor": p.clv_12m_minor,
         "value_at_risk_minor": p.value_at_risk_minor,
+        "lifetime_value_minor": p.lifetime_value_minor,
         "margin_12m_minor": p.margin_12m_minor,
         "revenue_12m_minor": p.revenue_12m_minor,
         "orders_12m": p.orders_12m,
@@ -800,6 +803,7 @@ fn customer_text(p: &v1::CustomerProfile) -> String {
         ),
         ("value at risk", money(p.value_at_risk_minor)),
         ("12-month CLV", money(p.clv_12m_minor)),
+        ("lifetime value if kept", money(p.lifetime_value_minor)),
         ("12-month margin", money(p.margin_12m_minor)),
         (
             "value tier",

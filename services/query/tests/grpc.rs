@@ -406,7 +406,8 @@ async fn reports_are_answered_from_the_view_and_their_arguments_are_checked() {
     use churnwatch_core::output::{RetentionSummary, StageMove};
     let day = |d: i64| Timestamp(1_735_689_600 + d * 86_400); // 2025-01-01 + d days
     let mut profiles = sample();
-    // c00 was core and was lost 30 days before the latest evaluation, then worth 500.
+    // c00 was core and was lost 30 days before the latest evaluation, then worth 500 over a
+    // year and 1,400 over its lifetime.
     let lost = &mut profiles[0];
     lost.first_seen = Some(day(-700));
     lost.stage = Stage::Lost;
@@ -416,18 +417,24 @@ async fn reports_are_answered_from_the_view_and_their_arguments_are_checked() {
             from: Stage::Prospect,
             to: Stage::FirstTime,
             value_at_risk: 0,
+            retained_12m: 0,
+            lifetime_value: 0,
         },
         StageMove {
             at: day(-600),
             from: Stage::FirstTime,
             to: Stage::Core,
             value_at_risk: 0,
+            retained_12m: 0,
+            lifetime_value: 0,
         },
         StageMove {
             at: day(-30),
             from: Stage::Core,
             to: Stage::Lost,
-            value_at_risk: 500,
+            value_at_risk: 450,
+            retained_12m: 500,
+            lifetime_value: 1_400,
         },
     ];
     // c01 got a winback offer 200 days ago while at high risk and ordered 10 days later.
@@ -447,7 +454,14 @@ async fn reports_are_answered_from_the_view_and_their_arguments_are_checked() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((r.customers_lost, r.lost_value_minor), (1, 500));
+    assert_eq!(
+        (
+            r.customers_lost,
+            r.lost_value_minor,
+            r.lost_lifetime_value_minor
+        ),
+        (1, 500, 1_400)
+    );
     assert_eq!(
         r.window_end.unwrap().seconds,
         1_735_689_600 + 1,

@@ -191,8 +191,11 @@ pub struct ScoringStats {
     pub pending_timers: AtomicU64,
     /// Customers who became lost.
     pub customers_lost: AtomicU64,
-    /// Their value at risk when they became lost, minor units of the reporting currency.
+    /// The margin they were expected to bring over the next 12 months had they stayed, minor
+    /// units of the reporting currency.
     pub lost_value: AtomicU64,
+    /// Their lifetime value when they became lost, minor units of the reporting currency.
+    pub lost_lifetime_value: AtomicU64,
     /// Model refits whose BG/NBD or Gamma-Gamma fit failed (the previous parameters stay).
     pub refit_failures: AtomicU64,
     /// Seconds from a batch's poll to its offsets being stored.
@@ -225,6 +228,7 @@ impl Default for ScoringStats {
             pending_timers: AtomicU64::default(),
             customers_lost: AtomicU64::default(),
             lost_value: AtomicU64::default(),
+            lost_lifetime_value: AtomicU64::default(),
             refit_failures: AtomicU64::default(),
             batch_seconds: metrics::seconds_histogram(),
             batch_messages: metrics::messages_histogram(),
@@ -305,8 +309,13 @@ impl Collector for ScoringStats {
             ),
             (
                 "churnwatch_scoring_lost_value_minor",
-                "Value at risk of customers when they moved to the lost stage, in minor units (cents) of the reporting currency.",
+                "Margin customers were expected to bring over the next 12 months had they stayed, summed when they moved to the lost stage, in minor units (cents) of the reporting currency.",
                 &self.lost_value,
+            ),
+            (
+                "churnwatch_scoring_lost_lifetime_value_minor",
+                "Lifetime value (over the lifetime horizon, 3 years by default) of customers when they moved to the lost stage, in minor units (cents) of the reporting currency.",
+                &self.lost_lifetime_value,
             ),
         ] {
             metrics::counter(&mut enc, name, help, n(value))?;
@@ -780,15 +789,15 @@ impl Scoring<'_> {
                 Output::Stage(e) => {
                     if e.to == Stage::Lost {
                         s.customers_lost.fetch_add(1, Ordering::Relaxed);
-                        // The move is the state's latest recorded one, with its value at risk.
-                        let value = work
-                            .states
-                            .get(&e.customer_id)
-                            .and_then(|st| {
-                                st.stage_history.iter().rev().find(|c| c.to == Stage::Lost)
-                            })
-                            .map_or(0, |c| c.value_at_risk.max(0) as u64);
-                        s.lost_value.fetch_add(value, Ordering::Relaxed);
+                        // The move is the state's latest recorded one, with its values.
+                        let lost = work.states.get(&e.customer_id).and_then(|st| {
+                            st.stage_history.iter().rev().find(|c| c.to == Stage::Lost)
+                        });
+                        let value = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
+                        s.lost_value
+                            .fetch_add(value(lost.map(|c| c.retained_12m)), Ordering::Relaxed);
+                        s.lost_lifetime_value
+                            .fetch_add(value(lost.map(|c| c.lifetime_value)), Ordering::Relaxed);
                     }
                     s.stage_events.fetch_add(1, Ordering::Relaxed)
                 }
