@@ -39,12 +39,15 @@ impl Feed {
 }
 
 fn feed(customers: u64, months: u32, seed: u64) -> Feed {
-    let config = SynthConfig {
+    feed_of(&SynthConfig {
         malformed_rate: 0.02,
         duplicate_rate: 0.03,
         ..SynthConfig::new(customers, months, seed)
-    };
-    let data = generate(&config).expect("generated");
+    })
+}
+
+fn feed_of(config: &SynthConfig) -> Feed {
+    let data = generate(config).expect("generated");
     let lines = data
         .events()
         .map(|e| {
@@ -489,7 +492,7 @@ fn a_customer_who_goes_silent_gets_a_risk_event_from_timers_alone() {
 }
 
 #[test]
-fn an_event_clock_replay_fits_its_models_and_a_restart_serves_the_stored_parameters() {
+fn an_event_clock_replay_fits_its_models_rescores_everyone_and_a_restart_serves_the_parameters() {
     let rig = Rig::new(Storage::Memory);
     let feed = feed(400, 12, 31);
     let (mut ingest, mut scoring) = rig.run_through_with(&feed, &["--event-refit-interval", "30d"]);
@@ -518,6 +521,29 @@ fn an_event_clock_replay_fits_its_models_and_a_restart_serves_the_stored_paramet
     );
     assert!(
         scoring.log().contains("risk model fitted"),
+        "{}",
+        scoring.log()
+    );
+    // After each refit every customer who has ordered is re-scored and republished: at least
+    // one full sweep of the 400 customers, and none left going once the feed is done.
+    let rescored = wait_until(Duration::from_secs(60), || {
+        http_get(&admin, "/metrics").is_ok_and(|(_, t)| {
+            metric(&t, "churnwatch_scoring_rescored_customers_total").unwrap_or(0.0) >= 400.0
+                && metric(&t, "churnwatch_scoring_rescores_pending") == Some(0.0)
+        })
+    });
+    assert!(
+        rescored,
+        "customers not re-scored after the refits:\n{}\n{}",
+        http_get(&admin, "/metrics")
+            .map(|(_, t)| t)
+            .unwrap_or_default(),
+        scoring.log()
+    );
+    assert!(
+        scoring
+            .log()
+            .contains("every customer of the partition re-scored"),
         "{}",
         scoring.log()
     );
@@ -658,6 +684,75 @@ fn assert_all_recognised_again(
     terminate_cleanly(scoring);
     terminate_cleanly(ingest);
     assert_same_states(&export(&rig.state_dir()), &reference(feed));
+}
+
+#[test]
+fn a_history_in_customer_order_backfilled_ends_in_the_state_of_the_time_ordered_feed() {
+    // Exports often come sorted by customer; fed that way, each partition's watermark would
+    // jump ahead and silence timers judge later customers before their own orders arrive.
+    // `backfill` sorts the file by event time first (here through its on-disk merge sort).
+    let rig = Rig::new(Storage::Memory);
+    let feed = feed_of(&SynthConfig {
+        duplicate_rate: 0.03,
+        ..SynthConfig::new(250, 12, 26)
+    });
+    let mut by_customer: Vec<&(String, Vec<u8>, LineKind)> = feed.lines.iter().collect();
+    by_customer.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_ne!(
+        by_customer.first().map(|l| &l.1),
+        feed.lines.first().map(|l| &l.1),
+        "the file is not in time order"
+    );
+    let file = rig.dir.path().join("history.jsonl");
+    let mut text = Vec::new();
+    for (_, line, _) in &by_customer {
+        text.extend_from_slice(line);
+        text.push(b'\n');
+    }
+    std::fs::write(&file, text).unwrap();
+
+    let mut ingest = rig.ingest();
+    let mut scoring = rig.scoring();
+    let out = std::process::Command::new(bin("churnwatch"))
+        .args([
+            "backfill",
+            "--file",
+            file.to_str().unwrap(),
+            "--brokers",
+            &rig.broker.brokers(),
+            "--partitions",
+            "1",
+            // Runs of about 1 MiB: the history (a few MiB) is merged from disk.
+            "--sort-memory-mb",
+            "1",
+            "--sort-dir",
+            rig.dir.path().to_str().unwrap(),
+        ])
+        .output()
+        .expect("churnwatch backfill runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("sorted runs on disk"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("imported {} events", feed.len())),
+        "{stderr}"
+    );
+    rig.wait_drained(
+        feed.len(),
+        feed.accepted(),
+        &mut [&mut ingest, &mut scoring],
+    );
+    let admin = scoring.admin_addr().expect("the admin endpoint is logged");
+    let (_, metrics) = http_get(&admin, "/metrics").unwrap();
+    assert_eq!(
+        metric(&metrics, "churnwatch_scoring_events_late_total"),
+        Some(0.0),
+        "nothing arrived behind the watermark"
+    );
+    terminate_cleanly(&mut scoring);
+    terminate_cleanly(&mut ingest);
+    // Every state (stage, risk, timers' effects) as the core's replay in time order.
+    assert_same_states(&export(&rig.state_dir()), &reference(&feed));
 }
 
 #[test]

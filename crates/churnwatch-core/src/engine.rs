@@ -286,6 +286,20 @@ impl Engine {
         Ok(())
     }
 
+    /// Re-assesses a customer under the engine's current model at `now` (or its last
+    /// assessment, if later), as after a refit: the state goes into `work` with its new
+    /// decisions, timer and profile, and any change it makes is published. A prospect, whom
+    /// the purchase models do not judge, is left alone; returns whether the customer was
+    /// assessed.
+    pub fn reassess(&mut self, work: &mut Work, state: CustomerState, now: Timestamp) -> bool {
+        if state.last_order_at.is_none() {
+            return false;
+        }
+        let at = state.last_assessed_at.map_or(now, |l| l.max(now));
+        self.assess_into(work, state, at);
+        true
+    }
+
     /// Fires a customer's timer, already taken out of the index: the customer is assessed at
     /// its due time (or its last assessment, if later).
     fn fire<S: StateStore>(
@@ -384,6 +398,7 @@ mod tests {
     use super::*;
     use crate::event::{EventKind, Order};
     use crate::money::CurrencyCode;
+    use crate::risk::RiskLevel;
     use crate::stage::Stage;
     use crate::time::DAY;
 
@@ -662,5 +677,50 @@ mod tests {
                 .iter()
                 .any(|o| matches!(o, Output::Stage(s) if s.to == Stage::Lost))
         );
+    }
+
+    #[test]
+    fn a_reassessment_under_a_new_model_republishes_the_profile_and_the_change() {
+        let mut memory = Memory::default();
+        let mut engine = engine(0);
+        let mut work = Work::default();
+        for n in 0..4 {
+            let e = order("c", n, i64::from(n) * 10);
+            engine
+                .on_event(&mut work, &mut memory, &e, Timestamp(0))
+                .unwrap();
+        }
+        memory.commit(work);
+        let before = memory.states["c"].clone();
+        assert!(before.risk_level < RiskLevel::High, "{before:?}");
+
+        // A population that hardly ever buys again: the same history is now likely to stay
+        // silent for the whole horizon.
+        engine.model.params.bgnbd = crate::btyd::BgNbdParams {
+            r: 0.1,
+            alpha: 200.0,
+            a: 0.8,
+            b: 2.5,
+        };
+        let now = engine.watermark().unwrap();
+        let mut work = Work::default();
+        assert!(engine.reassess(&mut work, before.clone(), now));
+        assert!(
+            !engine.reassess(&mut work, CustomerState::new("prospect"), now),
+            "a prospect is not judged by the purchase models"
+        );
+        let after = &work.states["c"];
+        assert!(after.risk_score > before.risk_score, "{after:?}");
+        assert_eq!(work.profiles["c"].risk_score as f32, after.risk_score);
+        assert!(!work.profiles.contains_key("prospect"));
+        assert!(
+            work.outputs
+                .iter()
+                .any(|o| matches!(o, Output::Risk(r) if r.level > before.risk_level)),
+            "the level change is published: {:?}",
+            work.outputs
+        );
+        assert_eq!(work.stats.assessments, 1);
+        memory.commit(work);
     }
 }

@@ -77,6 +77,9 @@ const WATERMARK: &[u8] = b"mwatermark";
 /// states: what the input's committed offset may lag behind (it is committed asynchronously),
 /// the store cannot.
 const NEXT_OFFSET: &[u8] = b"moffset";
+/// Present while the partition's customers are being re-scored after a refit: the id of the
+/// last customer re-scored (empty before the first), so a restart resumes the sweep.
+const RESCORE: &[u8] = b"mrescore";
 
 /// Opens a sled database, waiting up to a second for its file lock: a database closed in this
 /// process releases the lock only once sled's background threads have let go of it, so an
@@ -323,6 +326,17 @@ pub struct Commit<'a> {
     pub retention: Option<SeenRetention>,
     /// The input offset after the batch's last message: every message before it is applied.
     pub next_offset: Option<i64>,
+    /// Where the re-scoring sweep after a refit stands, when the batch moves it.
+    pub rescore: Option<Rescore>,
+}
+
+/// The re-scoring sweep over a partition's customers after a refit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rescore {
+    /// Customers after this id (all, when empty) are still to be re-scored.
+    After(String),
+    /// Every customer was re-scored.
+    Done,
 }
 
 impl<'a> Commit<'a> {
@@ -342,6 +356,7 @@ impl<'a> Commit<'a> {
             now,
             retention: Some(retention),
             next_offset: None,
+            rescore: None,
         }
     }
 }
@@ -414,6 +429,34 @@ impl Partition {
                 self.corrupt(&format!("state/{}", String::from_utf8_lossy(&k[1..])), e)
             })
         })
+    }
+
+    /// Returns up to `limit` states of customers whose id sorts after `after` (all, when it is
+    /// empty), in customer-id order: one step of a sweep over the partition.
+    pub fn states_after(&self, after: &str, limit: usize) -> Result<Vec<CustomerState>> {
+        let mut from = key(STATE, after.as_bytes());
+        if !after.is_empty() {
+            // The smallest key after `after`'s own.
+            from.push(0);
+        }
+        self.tree
+            .range(from..vec![STATE + 1])
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+                postcard::from_bytes(&v).map_err(|e| {
+                    self.corrupt(&format!("state/{}", String::from_utf8_lossy(&k[1..])), e)
+                })
+            })
+            .collect()
+    }
+
+    /// Returns where an unfinished re-scoring sweep stands: the id of the last customer
+    /// re-scored (empty before the first); `None` when no sweep is pending.
+    pub fn rescore_after(&self) -> Result<Option<String>> {
+        let v = self.tree.get(RESCORE).map_err(|e| self.sled_err(e))?;
+        v.map(|b| String::from_utf8(b.to_vec()).map_err(|e| self.corrupt("rescore", e)))
+            .transpose()
     }
 
     /// Returns whether an event id was processed (and not yet forgotten).
@@ -514,6 +557,11 @@ impl Partition {
         if let Some(o) = c.next_offset {
             batch.insert(NEXT_OFFSET, &o.to_be_bytes());
         }
+        match &c.rescore {
+            Some(Rescore::After(id)) => batch.insert(RESCORE, id.as_bytes()),
+            Some(Rescore::Done) => batch.remove(RESCORE),
+            None => {}
+        }
         self.tree.apply_batch(batch).map_err(|e| self.sled_err(e))
     }
 
@@ -582,6 +630,51 @@ mod tests {
         let mut s = CustomerState::new(id);
         s.totals.orders = orders;
         s
+    }
+
+    #[test]
+    fn a_rescoring_sweep_visits_every_customer_once_and_resumes_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = ["a", "ab", "b", "c\u{e9}", "d", "z"];
+        let mut visited = Vec::new();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let p = store.partition(0).unwrap();
+            let states: Vec<CustomerState> = ids.iter().map(|id| state(id, 1)).collect();
+            p.commit(&Commit {
+                states: states.iter().collect(),
+                rescore: Some(Rescore::After(String::new())),
+                // A timer's key must not be mistaken for a state's.
+                timers: Some(&[("zz".to_owned(), change(None, Some(5)))].into()),
+                ..Commit::default()
+            })
+            .unwrap();
+            let step = p.states_after("", 4).unwrap();
+            visited.extend(step.iter().map(|s| s.customer_id.clone()));
+            p.commit(&Commit {
+                rescore: Some(Rescore::After(visited.last().unwrap().clone())),
+                ..Commit::default()
+            })
+            .unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let p = store.partition(0).unwrap();
+        let after = p
+            .rescore_after()
+            .unwrap()
+            .expect("the sweep is still pending");
+        assert_eq!(after, "c\u{e9}");
+        let rest = p.states_after(&after, 4).unwrap();
+        visited.extend(rest.iter().map(|s| s.customer_id.clone()));
+        assert_eq!(visited, ids, "each once, in id order");
+        assert!(p.states_after("z", 4).unwrap().is_empty());
+        p.commit(&Commit {
+            rescore: Some(Rescore::Done),
+            ..Commit::default()
+        })
+        .unwrap();
+        assert_eq!(p.rescore_after().unwrap(), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod pipeline;
 mod progress;
 mod query_cli;
 mod run;
+mod time_sort;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

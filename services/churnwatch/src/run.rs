@@ -2,7 +2,7 @@
 //! and importing history into the `orders` topic.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use scoring::{ClockKind, ScoringConfig};
 
 use crate::pipeline::{Pipeline, feed};
 use crate::progress;
+use crate::time_sort::TimeSorter;
 
 /// Options naming the Kafka cluster.
 #[derive(Debug, Clone, clap::Args)]
@@ -166,6 +167,14 @@ pub struct BackfillArgs {
     /// discount, cost, channel.
     #[arg(long)]
     pub file: PathBuf,
+    /// Memory for sorting the history by event time, in MiB; a larger history is sorted on
+    /// disk in runs of this size (an external merge sort).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sort_memory_mb: u64,
+    /// Directory for the sorted runs of a history larger than --sort-memory-mb [default: the
+    /// system's temporary directory].
+    #[arg(long)]
+    pub sort_dir: Option<PathBuf>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
@@ -186,33 +195,54 @@ pub fn backfill(args: &BackfillArgs, shutdown: &CancellationToken) -> Result<()>
         .file
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    let mut messages: Vec<(String, Vec<u8>)> = if is_csv {
-        csv_orders(file)?
-    } else {
-        json_lines(file)?
-    };
     // Scoring on the event clock reads time from the events: a file sorted by customer (as
     // many exports are) would move each partition's watermark past later customers' orders.
     // Stable, so a customer's events keep their order within one time; lines without a
     // readable time go last (order-ingest dead-letters them).
-    let out_of_order = sort_by_event_time(&mut messages);
-    if out_of_order > 0 {
+    let budget =
+        usize::try_from(args.sort_memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+    let mut sorter = TimeSorter::new(budget, args.sort_dir.clone());
+    let reading = progress::bytes(len);
+    reading.set_message("reading");
+    let input = reading.wrap_read(file);
+    let mut emit = |key: String, payload: Vec<u8>| sorter.push(key, payload);
+    if is_csv {
+        csv_orders(input, &mut emit)?;
+    } else {
+        json_lines(input, &mut emit)?;
+    }
+    reading.finish_and_clear();
+    let messages = sorter.finish()?;
+    if messages.out_of_order > 0 {
         eprintln!(
-            "sorted {} events by occurred_at ({out_of_order} were out of time order)",
-            messages.len()
+            "sorting {} events by occurred_at ({} were out of time order{})",
+            messages.messages,
+            messages.out_of_order,
+            if messages.runs_on_disk > 0 {
+                format!(
+                    "; {} sorted runs on disk, merged as they are sent",
+                    messages.runs_on_disk
+                )
+            } else {
+                String::new()
+            }
         );
     }
     let producer = churnwatch_kafka::producer(&kafka, "backfill")?;
-    let bar = progress::items(messages.len() as u64, "events");
+    let bar = progress::items(messages.messages, "events");
     bar.set_message("importing");
+    let mut unreadable = None;
     let sent = feed(
         &producer,
         &kafka.topics.orders,
-        messages.into_iter(),
+        messages.map_while(|m| m.map_err(|e| unreadable = Some(e)).ok()),
         &bar,
         shutdown,
     )?;
     bar.finish_and_clear();
+    if let Some(e) = unreadable {
+        return Err(e.context(format!("{sent} events were imported before the failure")));
+    }
     eprintln!(
         "imported {sent} events ({len} bytes) from {} into {}",
         args.file.display(),
@@ -221,37 +251,11 @@ pub fn backfill(args: &BackfillArgs, shutdown: &CancellationToken) -> Result<()>
     Ok(())
 }
 
-/// Returns an event's `occurred_at`, if it has a readable one.
-fn event_time(message: &[u8]) -> Option<churnwatch_core::Timestamp> {
-    #[derive(serde::Deserialize)]
-    struct Time<'a> {
-        #[serde(borrow)]
-        occurred_at: Option<&'a str>,
-    }
-    let t: Time<'_> = serde_json::from_slice(message).ok()?;
-    churnwatch_core::Timestamp::parse_rfc3339(t.occurred_at?)
-}
-
-/// Sorts messages by event time (stable; unreadable times last) and returns how many stood
-/// before an earlier event.
-fn sort_by_event_time(messages: &mut [(String, Vec<u8>)]) -> usize {
-    let key = |m: &(String, Vec<u8>)| event_time(&m.1).map_or(i64::MAX, |t| t.0);
-    let mut newest = i64::MIN;
-    let mut out_of_order = 0;
-    for m in messages.iter() {
-        let t = key(m);
-        out_of_order += usize::from(t < newest);
-        newest = newest.max(t);
-    }
-    if out_of_order > 0 {
-        messages.sort_by_cached_key(key);
-    }
-    out_of_order
-}
+/// What the readers hand each message to: its key and payload.
+type Emit<'a> = dyn FnMut(String, Vec<u8>) -> Result<()> + 'a;
 
 /// Reads JSON lines, keyed by their customer_id when it can be read (ingest judges the rest).
-fn json_lines(file: File) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut out = Vec::new();
+fn json_lines(file: impl Read, emit: &mut Emit<'_>) -> Result<()> {
     for (n, line) in BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("cannot read line {}", n + 1))?;
         if line.trim().is_empty() {
@@ -265,14 +269,14 @@ fn json_lines(file: File) -> Result<Vec<(String, Vec<u8>)>> {
                     .map(str::to_owned)
             })
             .unwrap_or_default();
-        out.push((key, line.into_bytes()));
+        emit(key, line.into_bytes())?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Converts a CSV of orders into `order` events. A missing required column is an error for the
 /// whole file; bad values are left for order-ingest to dead-letter with their reason.
-fn csv_orders(file: File) -> Result<Vec<(String, Vec<u8>)>> {
+fn csv_orders(file: impl Read, emit: &mut Emit<'_>) -> Result<()> {
     let mut reader = csv::Reader::from_reader(file);
     let headers = reader
         .headers()
@@ -299,7 +303,6 @@ fn csv_orders(file: File) -> Result<Vec<(String, Vec<u8>)>> {
         );
     }
     let optional = ["event_id", "discount", "cost", "channel"];
-    let mut out = Vec::new();
     for (n, row) in reader.records().enumerate() {
         let row = row.with_context(|| format!("cannot read CSV row {}", n + 2))?;
         let get = |name: &str| {
@@ -320,21 +323,27 @@ fn csv_orders(file: File) -> Result<Vec<(String, Vec<u8>)>> {
                 serde_json::json!(format!("backfill-{}", get("order_id").unwrap_or_default()));
         }
         let key = get("customer_id").unwrap_or_default().to_owned();
-        out.push((key, serde_json::to_vec(&event)?));
+        emit(key, serde_json::to_vec(&event)?)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn rows(csv: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        csv_orders(csv.as_bytes(), &mut |k, v| {
+            out.push((k, v));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     #[test]
     fn csv_rows_become_order_events_with_stable_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("o.csv");
-        std::fs::write(&path, "customer_id,order_id,occurred_at,total,currency,channel\nc1,o9,2025-01-02T03:04:05Z,12.50,EUR,web\n").unwrap();
-        let rows = csv_orders(File::open(&path).unwrap()).unwrap();
+        let rows = rows("customer_id,order_id,occurred_at,total,currency,channel\nc1,o9,2025-01-02T03:04:05Z,12.50,EUR,web\n").unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].0, "c1");
         let v: serde_json::Value = serde_json::from_slice(&rows[0].1).unwrap();
@@ -346,35 +355,7 @@ mod tests {
 
     #[test]
     fn a_csv_without_required_columns_names_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("o.csv");
-        std::fs::write(&path, "customer_id,total\nc1,3\n").unwrap();
-        let err = csv_orders(File::open(&path).unwrap())
-            .unwrap_err()
-            .to_string();
+        let err = rows("customer_id,total\nc1,3\n").unwrap_err().to_string();
         assert!(err.contains("order_id, occurred_at, currency"), "{err}");
-    }
-
-    fn line(customer: &str, at: &str) -> (String, Vec<u8>) {
-        let json = format!(r#"{{"type":"order","customer_id":"{customer}","occurred_at":"{at}"}}"#);
-        (customer.to_owned(), json.into_bytes())
-    }
-
-    #[test]
-    fn a_feed_in_customer_order_is_sorted_by_event_time_stably() {
-        let mut m = vec![
-            line("a", "2025-01-03T00:00:00Z"),
-            line("a", "2025-03-01T00:00:00Z"),
-            (String::new(), b"not json".to_vec()),
-            line("b", "2025-01-01T00:00:00Z"),
-            line("b", "2025-03-01T00:00:00Z"),
-            line("c", "2025-02-01T00:00:00+01:00"),
-        ];
-        // b, b and c stand after a later time (the unreadable line counts as the latest).
-        assert_eq!(sort_by_event_time(&mut m), 3);
-        let keys: Vec<&str> = m.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["b", "a", "c", "a", "b", ""]);
-        // Already in time order: nothing to do.
-        assert_eq!(sort_by_event_time(&mut m), 0);
     }
 }

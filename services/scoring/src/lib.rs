@@ -25,7 +25,7 @@ use churnwatch_kafka::rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use churnwatch_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use churnwatch_kafka::{KafkaConfig, RebalanceContext, SafeConsumer};
 use churnwatch_runtime::{CancellationToken, metrics};
-use churnwatch_store::{Commit, Partition, SeenRetention, Store};
+use churnwatch_store::{Commit, Partition, Rescore, SeenRetention, Store};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::histogram::Histogram;
@@ -80,6 +80,10 @@ pub struct ScoringConfig {
     pub dedup_min_age: Duration,
     /// Most messages per batch.
     pub batch_size: usize,
+    /// Customers per partition re-scored between two batches after a refit: the sweep that
+    /// publishes every customer's profile under the new parameters runs in steps this size,
+    /// so events keep flowing while it lasts.
+    pub rescore_batch: usize,
     /// Longest wait to fill a batch.
     #[serde(with = "humantime_serde")]
     pub batch_timeout: Duration,
@@ -101,6 +105,7 @@ impl Default for ScoringConfig {
             dedup_retention: Duration::from_secs(30 * 86_400),
             dedup_min_age: Duration::from_secs(86_400),
             batch_size: 10_000,
+            rescore_batch: 1_000,
             batch_timeout: Duration::from_millis(100),
             thresholds: Thresholds::default(),
         }
@@ -122,6 +127,9 @@ impl ScoringConfig {
         }
         if self.batch_size == 0 {
             errors.push("batch_size must be at least 1".into());
+        }
+        if self.rescore_batch == 0 {
+            errors.push("rescore_batch must be at least 1".into());
         }
         if self.state_cache_mb == 0 {
             errors.push("state_cache_mb must be at least 1".into());
@@ -198,6 +206,10 @@ pub struct ScoringStats {
     pub lost_lifetime_value: AtomicU64,
     /// Model refits whose BG/NBD or Gamma-Gamma fit failed (the previous parameters stay).
     pub refit_failures: AtomicU64,
+    /// Customers re-assessed under new parameters by the sweep after a refit.
+    pub rescored: AtomicU64,
+    /// Partitions whose sweep after a refit is still going.
+    pub rescores_pending: AtomicU64,
     /// Seconds from a batch's poll to its offsets being stored.
     pub batch_seconds: Histogram,
     /// Messages per batch.
@@ -230,6 +242,8 @@ impl Default for ScoringStats {
             lost_value: AtomicU64::default(),
             lost_lifetime_value: AtomicU64::default(),
             refit_failures: AtomicU64::default(),
+            rescored: AtomicU64::default(),
+            rescores_pending: AtomicU64::default(),
             batch_seconds: metrics::seconds_histogram(),
             batch_messages: metrics::messages_histogram(),
             fit_seconds: metrics::seconds_histogram(),
@@ -317,6 +331,11 @@ impl Collector for ScoringStats {
                 "Lifetime value (over the lifetime horizon, 3 years by default) of customers when they moved to the lost stage, in minor units (cents) of the reporting currency.",
                 &self.lost_lifetime_value,
             ),
+            (
+                "churnwatch_scoring_rescored_customers",
+                "Customers re-assessed under new parameters by the sweep that follows each refit.",
+                &self.rescored,
+            ),
         ] {
             metrics::counter(&mut enc, name, help, n(value))?;
         }
@@ -325,6 +344,12 @@ impl Collector for ScoringStats {
             "churnwatch_scoring_pending_timers",
             "Silence timers pending over the partitions this process owns.",
             n(&self.pending_timers) as f64,
+        )?;
+        metrics::gauge(
+            &mut enc,
+            "churnwatch_scoring_rescores_pending",
+            "Partitions whose re-scoring sweep after a refit is still going.",
+            n(&self.rescores_pending) as f64,
         )?;
         metrics::histogram(
             &mut enc,
@@ -441,6 +466,9 @@ struct Owned {
     /// while the broker is away), and a message it redelivers may be older than the event ids
     /// the store still remembers, so messages before this offset are skipped by offset.
     next_offset: Option<i64>,
+    /// While the partition's customers are being re-scored after a refit: the id of the last
+    /// one done (empty before the first).
+    rescore_after: Option<String>,
 }
 
 impl Owned {
@@ -624,6 +652,9 @@ impl Scoring<'_> {
                 Ordering::Relaxed,
             );
             self.maybe_refit()?;
+            if !self.rescore_step(shutdown)? {
+                break;
+            }
         }
         info!("scoring stopping: flushing state and committing offsets");
         self.store.flush()?;
@@ -642,7 +673,8 @@ impl Scoring<'_> {
         let timers = store.timers()?;
         let watermark = store.watermark()?;
         let next_offset = store.next_offset()?;
-        info!(partition, timers = timers.len(), watermark = ?watermark, next_offset, "resuming partition");
+        let rescore_after = store.rescore_after()?;
+        info!(partition, timers = timers.len(), watermark = ?watermark, next_offset, rescoring = rescore_after.is_some(), "resuming partition");
         let engine = Engine::new(
             self.model.clone(),
             self.config.engine_clock(),
@@ -656,6 +688,7 @@ impl Scoring<'_> {
                 store,
                 started: false,
                 next_offset,
+                rescore_after,
             },
         );
         Ok(())
@@ -936,9 +969,112 @@ impl Scoring<'_> {
         self.model.params = fit.params;
         for owned in self.partitions.values_mut() {
             owned.engine.model.params = fit.params;
+            // Every customer is re-scored under the new parameters, from the first; a sweep
+            // still going from an earlier refit starts over. Stored, so a restart resumes it.
+            owned.store.commit(&Commit {
+                rescore: Some(Rescore::After(String::new())),
+                ..Commit::default()
+            })?;
+            owned.rescore_after = Some(String::new());
         }
+        self.store.flush()?;
+        self.count_rescores_pending();
         self.stats.refits.fetch_add(1, Ordering::Relaxed);
         Ok(fit.params)
+    }
+
+    fn count_rescores_pending(&self) {
+        let pending = self
+            .partitions
+            .values()
+            .filter(|o| o.rescore_after.is_some())
+            .count();
+        self.stats
+            .rescores_pending
+            .store(pending as u64, Ordering::Relaxed);
+    }
+
+    /// Re-scores the next `rescore_batch` customers of every partition whose sweep after a
+    /// refit is going: each is assessed under the new parameters at the partition's "now",
+    /// its profile and any change are published, then the states and the sweep's position are
+    /// committed together. Returns false when shutting down left the step unpublished (it is
+    /// redone after a restart, under the same deterministic ids).
+    fn rescore_step(&mut self, shutdown: &CancellationToken) -> Result<bool, ScoringError> {
+        let wall_now = churnwatch_runtime::wall_now();
+        let wall = self.config.clock == ClockKind::Wall;
+        let mut done: Vec<(i32, Work, Rescore)> = Vec::new();
+        for (p, owned) in &mut self.partitions {
+            let Some(after) = &owned.rescore_after else {
+                continue;
+            };
+            let Some(now) = (if wall {
+                Some(wall_now)
+            } else {
+                owned.engine.watermark()
+            }) else {
+                // Nothing applied yet: nobody to re-score.
+                done.push((*p, Work::default(), Rescore::Done));
+                continue;
+            };
+            let states = owned.store.states_after(after, self.config.rescore_batch)?;
+            let position = if states.len() < self.config.rescore_batch {
+                Rescore::Done
+            } else {
+                Rescore::After(
+                    states
+                        .last()
+                        .map(|s| s.customer_id.clone())
+                        .unwrap_or_default(),
+                )
+            };
+            let mut work = Work::default();
+            for state in states {
+                owned.engine.reassess(&mut work, state, now);
+            }
+            done.push((*p, work, position));
+        }
+        if done.is_empty() {
+            return Ok(true);
+        }
+        let records: Vec<Outgoing> = done
+            .iter()
+            .flat_map(|(_, work, _)| outgoing(work))
+            .collect();
+        if !self.publish(&records, shutdown) {
+            return Ok(false);
+        }
+        for (p, work, position) in done {
+            let owned = self.partitions.get_mut(&p).expect("owned above");
+            owned.store.commit(&Commit {
+                rescore: Some(position.clone()),
+                ..Commit::of_work(
+                    &work,
+                    owned.engine.watermark(),
+                    wall_now,
+                    self.config.seen_retention(),
+                )
+            })?;
+            let rescored = self
+                .stats
+                .rescored
+                .fetch_add(work.stats.assessments, Ordering::Relaxed)
+                + work.stats.assessments;
+            owned.rescore_after = match position {
+                Rescore::After(id) => Some(id),
+                Rescore::Done => {
+                    info!(
+                        partition = p,
+                        rescored_since_start = rescored,
+                        "every customer of the partition re-scored under the refitted models"
+                    );
+                    None
+                }
+            };
+            self.count(&work);
+        }
+        self.store.flush()?;
+        self.count_rescores_pending();
+        Ok(true)
     }
 }
 
