@@ -384,6 +384,39 @@ pub fn record(state: &mut CustomerState, a: &Assessment) -> Changes {
     changes
 }
 
+/// Undoes the customer's latest stage move when a late order, placed at `order_at`, shows it
+/// was made without it: a move to lost (when the order falls before the customer became lost;
+/// one after it is a real reactivation) or to core defector, judged at a time after the order.
+/// The stage goes back to the one the move left and the move leaves the history, so reports
+/// no longer count it. Returns the correction (from the undone stage back), or `None` when
+/// nothing is contradicted. Call it after applying the order and before assessing.
+pub fn undo_move_contradicted_by(
+    state: &mut CustomerState,
+    order_at: Timestamp,
+) -> Option<Transition> {
+    let last = state.stage_history.last()?;
+    let silence_made = match last.to {
+        Stage::Lost => state.stage_since.is_none_or(|since| order_at < since),
+        Stage::CoreDefector => true,
+        _ => false,
+    };
+    if last.to != state.stage || last.at <= order_at || !silence_made {
+        return None;
+    }
+    let undone = state.stage_history.pop()?;
+    state.stage = undone.from;
+    state.stage_since = state
+        .stage_history
+        .last()
+        .map(|c| c.at)
+        .or(state.first_order.as_ref().map(|o| o.at));
+    Some(Transition {
+        from: undone.to,
+        to: undone.from,
+        reason: TransitionReason::Corrected,
+    })
+}
+
 /// How often an active customer is looked at again even when no threshold is near, so month
 /// boundaries and the slow decay of P(alive) are noticed.
 pub const MAX_EVALUATION_GAP_SECS: i64 = 7 * DAY;

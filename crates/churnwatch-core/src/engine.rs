@@ -11,8 +11,10 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::assess::{Assessment, Changes, Model, assess, next_evaluation_at};
-use crate::event::Event;
+use crate::assess::{
+    Assessment, Changes, Model, assess, evaluate, next_evaluation_at, undo_move_contradicted_by,
+};
+use crate::event::{Event, EventKind};
 use crate::output::{Profile, RiskEvent, StageEvent, change_events, profile};
 use crate::state::{Applied, CustomerState, apply};
 use crate::time::Timestamp;
@@ -242,6 +244,9 @@ impl Engine {
         }
         self.advance(work, store, now)?;
         let mut state = take_state(work, store, &event.customer_id)?;
+        let late_for_customer = state
+            .last_assessed_at
+            .is_some_and(|l| event.occurred_at < l);
         let outcome = apply(&mut state, event);
         match outcome {
             Applied::Applied => {
@@ -251,6 +256,9 @@ impl Engine {
                 let at = state
                     .last_assessed_at
                     .map_or(event.occurred_at, |l| l.max(event.occurred_at));
+                if late_for_customer && matches!(event.kind, EventKind::Order(_)) {
+                    self.correct_for_late_order(work, &mut state, event.occurred_at, at);
+                }
                 self.assess_into(work, state, at);
             }
             Applied::Duplicate => {
@@ -340,6 +348,37 @@ impl Engine {
         Ok(())
     }
 
+    /// Undoes a stage move that a late order (placed at `order_at`) contradicts, unless the
+    /// customer, judged at `at` with the order known, would make the same move again; the
+    /// correction is published as a stage event of its own.
+    fn correct_for_late_order(
+        &self,
+        work: &mut Work,
+        state: &mut CustomerState,
+        order_at: Timestamp,
+        at: Timestamp,
+    ) {
+        let mut corrected = state.clone();
+        let Some(t) = undo_move_contradicted_by(&mut corrected, order_at) else {
+            return;
+        };
+        if evaluate(&corrected, at, &self.model).stage == t.from {
+            // Still the same stage with the order known: the move stands (silence made it
+            // later than it was judged, not wrongly).
+            return;
+        }
+        corrected.changes += 1;
+        work.outputs.push(Output::Stage(StageEvent {
+            event_id: format!("{}/{}/stage", corrected.customer_id, corrected.changes),
+            customer_id: corrected.customer_id.clone(),
+            at: order_at,
+            from: t.from,
+            to: t.to,
+            reason: t.reason,
+        }));
+        *state = corrected;
+    }
+
     fn assess_into(&mut self, work: &mut Work, mut state: CustomerState, at: Timestamp) {
         let (assessment, changes) = assess(&mut state, at, &self.model);
         work.stats.assessments += 1;
@@ -399,7 +438,7 @@ mod tests {
     use crate::event::{EventKind, Order};
     use crate::money::CurrencyCode;
     use crate::risk::RiskLevel;
-    use crate::stage::Stage;
+    use crate::stage::{Stage, TransitionReason};
     use crate::time::DAY;
 
     #[derive(Default)]
@@ -722,5 +761,83 @@ mod tests {
         );
         assert_eq!(work.stats.assessments, 1);
         memory.commit(work);
+    }
+
+    /// Runs "a" (an order every 20 days to day 80) and "b" (whose order on day 270 moves the
+    /// watermark there, so a's silence timers make it lost as of day 260), then a late order of
+    /// a's on `late_day`; returns the outputs of that last order and a's state.
+    fn lost_then_late_order(late_day: i64) -> (Vec<Output>, CustomerState) {
+        let mut memory = Memory::default();
+        let mut engine = engine(0);
+        let mut work = Work::default();
+        let mut events: Vec<Event> = (0..5).map(|n| order("a", n, i64::from(n) * 20)).collect();
+        events.push(order("b", 0, 0));
+        events.push(order("b", 1, 270));
+        for e in &events {
+            engine
+                .on_event(&mut work, &mut memory, e, Timestamp(0))
+                .unwrap();
+        }
+        memory.commit(work);
+        assert_eq!(memory.states["a"].stage, Stage::Lost);
+        let mut work = Work::default();
+        engine
+            .on_event(
+                &mut work,
+                &mut memory,
+                &order("a", 9, late_day),
+                Timestamp(0),
+            )
+            .unwrap();
+        assert_eq!(work.stats.late, 1);
+        let state = work.states["a"].clone();
+        (work.outputs, state)
+    }
+
+    fn stage_moves(outputs: &[Output]) -> Vec<(Stage, Stage, TransitionReason)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Stage(s) => Some((s.from, s.to, s.reason)),
+                Output::Risk(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_late_order_from_before_a_timers_lost_move_corrects_it_and_is_no_reactivation() {
+        let (outputs, a) = lost_then_late_order(200);
+        let moves = stage_moves(&outputs);
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        let (from, to, reason) = moves[0];
+        assert_eq!((from, reason), (Stage::Lost, TransitionReason::Corrected));
+        assert_ne!(to, Stage::Lost);
+        assert_eq!(a.stage, to);
+        assert!(
+            a.stage_history.iter().all(|c| c.to != Stage::Lost),
+            "the undone move leaves the history: {:?}",
+            a.stage_history
+        );
+        // Its event id is distinct from the move it corrects.
+        let ids: HashSet<&str> = outputs
+            .iter()
+            .map(|o| match o {
+                Output::Stage(s) => s.event_id.as_str(),
+                Output::Risk(r) => r.event_id.as_str(),
+            })
+            .collect();
+        assert_eq!(ids.len(), outputs.len());
+    }
+
+    #[test]
+    fn a_late_order_from_after_the_customer_was_lost_is_a_reactivation() {
+        let (outputs, a) = lost_then_late_order(265);
+        let moves = stage_moves(&outputs);
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        assert_eq!(
+            (moves[0].0, moves[0].2),
+            (Stage::Lost, TransitionReason::Reactivated)
+        );
+        assert_ne!(a.stage, Stage::Lost);
     }
 }

@@ -82,6 +82,9 @@ pub enum TransitionReason {
     WentSilent,
     /// A lost customer ordered again.
     Reactivated,
+    /// A late order, placed before a move that silence had made (to lost, or to core
+    /// defector), showed that move wrong: it is undone, and this is not a reactivation.
+    Corrected,
 }
 
 impl TransitionReason {
@@ -95,6 +98,7 @@ impl TransitionReason {
             TransitionReason::Recovered => "recovered",
             TransitionReason::WentSilent => "went_silent",
             TransitionReason::Reactivated => "reactivated",
+            TransitionReason::Corrected => "corrected",
         }
     }
 }
