@@ -694,7 +694,7 @@ fn a_history_in_customer_order_backfilled_ends_in_the_state_of_the_time_ordered_
     let rig = Rig::new(Storage::Memory);
     let feed = feed_of(&SynthConfig {
         duplicate_rate: 0.03,
-        ..SynthConfig::new(250, 12, 26)
+        ..SynthConfig::new(500, 12, 26)
     });
     let mut by_customer: Vec<&(String, Vec<u8>, LineKind)> = feed.lines.iter().collect();
     by_customer.sort_by(|a, b| a.0.cmp(&b.0));
@@ -722,7 +722,7 @@ fn a_history_in_customer_order_backfilled_ends_in_the_state_of_the_time_ordered_
             &rig.broker.brokers(),
             "--partitions",
             "1",
-            // Runs of about 1 MiB: the history (a few MiB) is merged from disk.
+            // Runs of about 1 MiB: the history (about 1.7 MB) is merged from disk.
             "--sort-memory-mb",
             "1",
             "--sort-dir",

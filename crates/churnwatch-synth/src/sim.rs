@@ -6,7 +6,7 @@
 
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Beta, Distribution, Exp1, Gamma, StandardNormal};
+use rand_distr::{Beta, Distribution, Exp1, Gamma};
 
 use crate::config::{BgNbdProcess, Process};
 
@@ -120,7 +120,8 @@ fn source_weights(archetype: Archetype) -> [f64; 5] {
 }
 
 /// Returns the signup day. Churn stories need room to unfold, so their customers join in the
-/// first 30% of the period; unprofitable customers in the first 70%; everyone else joins in the
+/// first 60% of the period (a churn can then fall shortly before any cut-off, where only the
+/// signals can tell it); unprofitable customers in the first 70%; everyone else joins in the
 /// first 15% (the existing base) or anywhere in the period, half and half.
 fn acquisition_day(rng: &mut ChaCha8Rng, archetype: Archetype, end: f64) -> f64 {
     let early: f64 = rng.random();
@@ -129,7 +130,7 @@ fn acquisition_day(rng: &mut ChaCha8Rng, archetype: Archetype, end: f64) -> f64 
         Archetype::Decliner
         | Archetype::CategoryDropper
         | Archetype::SilentChurner
-        | Archetype::Reactivator => 0.30,
+        | Archetype::Reactivator => 0.60,
         Archetype::Unprofitable => 0.70,
         // Cohorts over the first 60%, so every customer has a history to judge.
         Archetype::BgNbd => 0.60,
@@ -165,13 +166,30 @@ struct Shape {
     require: Option<Category>,
     /// A category the order must not contain.
     exclude: Option<Category>,
+    /// The order goes wrong: refunds and support contacts follow it far more often (a churner
+    /// whose service failed before it left, so refunds and contacts carry signal).
+    troubled: bool,
 }
 
 const NORMAL: Shape = Shape {
     scale: 1.0,
     require: None,
     exclude: None,
+    troubled: false,
 };
+
+/// Share of silent churners and of decliners whose last weeks go wrong (refunds, contacts).
+const TROUBLED_CHURNER_SHARE: f64 = 0.5;
+/// How many of the customer's usual gaps before its churn the trouble starts.
+const TROUBLE_GAPS: f64 = 2.5;
+/// Largest seasonal swing of a customer's order rate (the rate is multiplied by 1 ± this at
+/// the peak and the trough of the year).
+const MAX_SEASONALITY: f64 = 0.5;
+/// Day of the period (its first day is 0) on which buying peaks every year.
+const SEASON_PEAK_DAY: f64 = 330.0;
+/// The range of the shape of a customer's Gamma-distributed gaps between orders: some buy
+/// like clockwork, others irregularly, so a silence means more for some than for others.
+const REGULARITY: (f64, f64) = (1.5, 8.0);
 
 /// A usual basket line: index into the preferred categories, SKU and quantity.
 #[derive(Debug, Clone, Copy)]
@@ -196,6 +214,11 @@ struct Sim<'a> {
     channel: OrderChannel,
     /// The customer's usual days between orders.
     gap: f64,
+    /// The customer's seasonal swing of its order rate, 0 (none) to [`MAX_SEASONALITY`].
+    season: f64,
+    /// How regular the customer's gaps are: the shape of their Gamma distribution, from
+    /// [`REGULARITY`] (1 would be a Poisson process; 8, a gap within about ±35% of the usual).
+    regularity: Gamma<f64>,
 }
 
 impl<'a> Sim<'a> {
@@ -250,6 +273,14 @@ impl<'a> Sim<'a> {
             Archetype::Unprofitable => uniform(&mut rng, (14.0, 45.0)),
             _ => uniform(&mut rng, (14.0, 42.0)),
         };
+        // A seasonal swing for the archetypes that buy on a cadence (the BG/NBD process stays
+        // stationary: its oracle assumes constant rates).
+        let season = match archetype {
+            Archetype::BgNbd | Archetype::Prospect | Archetype::OneTime => 0.0,
+            _ => uniform(&mut rng, (0.0, MAX_SEASONALITY)),
+        };
+        let shape = uniform(&mut rng, REGULARITY);
+        let regularity = Gamma::new(shape, 1.0 / shape).expect("a positive shape");
         Sim {
             rng,
             end,
@@ -262,6 +293,8 @@ impl<'a> Sim<'a> {
             usual,
             channel,
             gap,
+            season,
+            regularity,
         }
     }
 
@@ -285,22 +318,34 @@ impl<'a> Sim<'a> {
             }
             Archetype::SilentChurner => {
                 let churn = first + window * uniform(&mut self.rng, (0.40, 0.85));
-                let last = self.orders_until(first, churn, NORMAL);
+                let trouble = self.trouble_from(churn);
+                let mut day = first;
+                let mut last = None;
+                while day < churn.min(end) {
+                    let shape = Shape {
+                        troubled: day >= trouble,
+                        ..NORMAL
+                    };
+                    last = self.order(day, shape).map(|t| (day, t)).or(last);
+                    day += self.next_gap(day, self.gap);
+                }
                 self.churn(story, last, None, NORMAL);
             }
             Archetype::Decliner => {
                 let churn = first + window * uniform(&mut self.rng, (0.50, 0.85));
                 let decline = first + (churn - first) * uniform(&mut self.rng, (0.40, 0.60));
+                let trouble = self.trouble_from(churn);
                 let mut day = first;
                 let mut last = None;
                 while day < churn {
                     let progress = ((day - decline) / (churn - decline)).clamp(0.0, 1.0);
                     let shape = Shape {
                         scale: 1.0 - 0.7 * progress,
+                        troubled: day >= trouble,
                         ..NORMAL
                     };
                     last = self.order(day, shape).map(|t| (day, t)).or(last);
-                    day += self.next_gap(self.gap * (1.0 + 1.5 * progress));
+                    day += self.next_gap(day, self.gap * (1.0 + 1.5 * progress));
                 }
                 self.churn(
                     story,
@@ -337,7 +382,7 @@ impl<'a> Sim<'a> {
                     ..NORMAL
                 };
                 if let Some((day, t)) = last {
-                    let next = day + self.next_gap(self.gap);
+                    let next = day + self.next_gap(day, self.gap);
                     if self.orders_from(next, end, without).is_some() {
                         story.dropped = Some((dropped, t));
                     }
@@ -432,9 +477,20 @@ impl<'a> Sim<'a> {
         let mut last = None;
         while day < until.min(self.end) {
             last = self.order(day, shape).map(|t| (day, t)).or(last);
-            day += self.next_gap(self.gap);
+            day += self.next_gap(day, self.gap);
         }
         last
+    }
+
+    /// Returns the day from which a churner's orders go wrong, drawn for every churner so the
+    /// stream stays aligned: [`TROUBLE_GAPS`] usual gaps before its churn for a
+    /// [`TROUBLED_CHURNER_SHARE`] of them, never for the others.
+    fn trouble_from(&mut self, churn: f64) -> f64 {
+        if self.rng.random_bool(TROUBLED_CHURNER_SHARE) {
+            churn - TROUBLE_GAPS * self.gap
+        } else {
+            f64::INFINITY
+        }
     }
 
     /// Places orders from `from` to the end of the period; returns the day and time of the first.
@@ -444,10 +500,15 @@ impl<'a> Sim<'a> {
         first
     }
 
-    /// Returns the days to the next order: `base` with ±25% log-normal jitter, at least a day.
-    fn next_gap(&mut self, base: f64) -> f64 {
-        let z: f64 = self.rng.sample(StandardNormal);
-        (base * (0.25 * z).exp()).max(1.0)
+    /// Returns the days from an order on `day` to the next: `base` shortened in the customer's
+    /// season and lengthened out of it (the rate swings by `season` over the year, peaking on
+    /// [`SEASON_PEAK_DAY`]), times a Gamma draw of mean 1 and the customer's regularity, at
+    /// least a day.
+    fn next_gap(&mut self, day: f64, base: f64) -> f64 {
+        let jitter: f64 = self.regularity.sample(&mut self.rng);
+        let phase = std::f64::consts::TAU * (day - SEASON_PEAK_DAY) / 365.25;
+        let rate = 1.0 + self.season * phase.cos();
+        (base / rate * jitter).max(1.0)
     }
 
     fn secs(&self, day: f64) -> Option<u32> {
@@ -579,15 +640,18 @@ impl<'a> Sim<'a> {
             t,
             body: Body::Order(body),
         });
-        self.aftermath(day, &body);
+        self.aftermath(day, &body, shape.troubled);
         Some(t)
     }
 
-    /// Adds the refund and support contacts that follow an order, if any.
-    fn aftermath(&mut self, day: f64, order: &OrderBody) {
+    /// Adds the refund and support contacts that follow an order, if any; a `troubled` order
+    /// is often refunded and brings one to three contacts.
+    fn aftermath(&mut self, day: f64, order: &OrderBody, troubled: bool) {
         let total = order.total();
         let (contacts, refund_probability) = if self.unprofitable {
             (self.rng.random_range(1..=4u32), 0.35)
+        } else if troubled {
+            (self.rng.random_range(1..=3u32), 0.6)
         } else {
             (u32::from(self.rng.random_bool(0.06)), 0.03)
         };

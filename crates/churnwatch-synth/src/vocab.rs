@@ -61,12 +61,14 @@ vocabulary! {
         OneTime => "one_time",
         /// Orders on a steady cadence (every 2–6 weeks) with a stable basket until the end.
         Regular => "regular",
-        /// Regular at first, then order value falls and the cadence slows until the customer churns.
+        /// Regular at first, then order value falls and the cadence slows until the customer
+        /// churns; for half of them the last weeks go wrong (refunds, support contacts).
         Decliner => "decliner",
         /// Buys one category in every order, stops buying it at some point and keeps buying the
         /// others; not a churner.
         CategoryDropper => "category_dropper",
-        /// Regular, then stops abruptly at a churn time.
+        /// Regular, then stops abruptly at a churn time; for half of them the last weeks before
+        /// it go wrong (refunds, support contacts), the other half leave without a sign.
         SilentChurner => "silent_churner",
         /// Regular, goes silent for 3–7 months, then comes back and stays regular.
         Reactivator => "reactivator",
@@ -100,7 +102,9 @@ impl Archetype {
 /// The share of customers drawn with each archetype; the shares sum to 1.
 ///
 /// Regulars are the largest group, as in a healthy shop; one in four customers churns one way or
-/// another (decliner, silent churner, reactivator), and a small group is unprofitable.
+/// another (decliner, silent churner, reactivator), and a small group is unprofitable. Every
+/// archetype that buys on a cadence has its own seasonal swing (up to ±50% of its rate, peaking
+/// late in each year of the period), so a lull is not always a departure.
 pub const ARCHETYPE_SHARES: [(Archetype, f64); 9] = [
     (Archetype::OneTime, 0.20),
     (Archetype::Regular, 0.30),

@@ -106,9 +106,12 @@ impl Iterator for Sorted {
     }
 }
 
+/// How two lines compare: by time, then position.
+type LineOrder = fn(&Line, &Line) -> std::cmp::Ordering;
+
 enum Buffer {
     Memory { lines: Vec<Line>, bytes: usize },
-    Disk(Box<extsort::PushExternalSorter<Line, fn(&Line, &Line) -> std::cmp::Ordering>>),
+    Disk(Box<extsort::PushExternalSorter<Line, LineOrder>>),
 }
 
 /// Collects messages and sorts them by event time, spilling sorted runs of about
@@ -200,7 +203,7 @@ impl TimeSorter {
         if let Some(dir) = &self.dir {
             sorter = sorter.with_sort_dir(dir.clone());
         }
-        let cmp: fn(&Line, &Line) -> std::cmp::Ordering = Line::cmp;
+        let cmp: LineOrder = Line::cmp;
         let mut sorter = sorter.pushed_by(cmp);
         let error = self.disk_error();
         sorter.push_iter(lines).context(error)?;
