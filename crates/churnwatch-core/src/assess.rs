@@ -74,7 +74,7 @@ pub struct Assessment {
     /// yearly, minor units: what losing the customer costs.
     pub lifetime_value: i64,
     /// The 12-month margin the business stands to lose: `retained_12m` weighted by the risk
-    /// score.
+    /// score; 0 once the customer is lost (the loss is then recorded in its stage history).
     pub value_at_risk: i64,
     /// Margin over the last 12 months (support cost included), minor units.
     pub margin_12m: i64,
@@ -271,7 +271,7 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
     };
     let retained_12m = retained(1.0);
     let lifetime_value = retained(t.lifetime_horizon_years);
-    let value_at_risk = (risk_score * retained_12m).round() as i64;
+    let mut value_at_risk = (risk_score * retained_12m).round() as i64;
 
     let lost_after = lost_after_secs(typical, t);
     let silent_past_lost = state
@@ -303,6 +303,12 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
             (tr.to, since)
         }
     };
+    if stage == Stage::Lost {
+        // Nothing is at risk any more: the value is lost, and counted as such (the move to lost
+        // records `retained_12m` and `lifetime_value`), so lost customers do not crowd the
+        // at-risk lists of those who can still be kept.
+        value_at_risk = 0;
+    }
 
     Assessment {
         at: now,

@@ -259,10 +259,13 @@ fn a_one_time_buyers_risk_rises_with_silence() {
     let a = evaluate(&s, day(180.0), &model);
     assert_eq!(a.reasons[0].code, ReasonCode::NoRepeat, "{:?}", a.reasons);
     assert!(a.reasons[0].detail().contains("180 days ago"));
+    let not_yet_lost = evaluate(&s, day(120.0), &model);
     assert!(
-        a.value_at_risk > 0,
+        not_yet_lost.value_at_risk > 0,
         "losing a one-time buyer costs its expected orders"
     );
+    assert_eq!(a.stage, Stage::Lost, "silent for the lost threshold");
+    assert_eq!(a.value_at_risk, 0, "nothing left at risk once lost");
 }
 
 #[test]
@@ -343,6 +346,7 @@ fn a_lost_regular_costs_its_lifetime_margin_not_the_models_expectation_after_sil
         .rfind(|c| c.to == Stage::Lost)
         .expect("the move to lost is recorded");
     let a = evaluate(&s, day(600.0), &model);
+    assert_eq!(a.value_at_risk, 0, "nothing left at risk once lost");
     assert!(
         a.clv_12m * 10 < lost.retained_12m,
         "the model expects little from a lost customer ({}), yet it cost {} in a year",
