@@ -756,11 +756,7 @@ impl Scoring<'_> {
         // states are committed, redelivered events are duplicates and would not publish again.
         // A crash before the commit redoes the batch from the old states, which publishes the
         // same messages again under the same deterministic ids.
-        let records: Vec<Outgoing> = done
-            .iter()
-            .flat_map(|(_, work, _)| outgoing(work))
-            .collect();
-        if !self.publish(&records, shutdown) {
+        if !self.publish_work(done.iter().map(|(_, work, _)| work), shutdown) {
             return Ok(false);
         }
         self.dead_letter(&invalid, shutdown);
@@ -848,6 +844,17 @@ impl Scoring<'_> {
     /// Publishes records and waits for every acknowledgement, retrying failures; returns false
     /// if shutdown interrupted it (the batch is then neither committed nor its offsets
     /// stored, so it is redone after the restart).
+    /// Publishes what pieces of work caused (see [`outgoing`]); false when shutting down
+    /// interrupted it.
+    fn publish_work<'w>(
+        &self,
+        works: impl Iterator<Item = &'w Work>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let records: Vec<Outgoing> = works.flat_map(outgoing).collect();
+        self.publish(&records, shutdown)
+    }
+
     fn publish(&self, records: &[Outgoing], shutdown: &CancellationToken) -> bool {
         let topics = &self.config.kafka.topics;
         let make = |i: usize| {
@@ -1036,11 +1043,7 @@ impl Scoring<'_> {
         if done.is_empty() {
             return Ok(true);
         }
-        let records: Vec<Outgoing> = done
-            .iter()
-            .flat_map(|(_, work, _)| outgoing(work))
-            .collect();
-        if !self.publish(&records, shutdown) {
+        if !self.publish_work(done.iter().map(|(_, work, _)| work), shutdown) {
             return Ok(false);
         }
         for (p, work, position) in done {
