@@ -71,7 +71,8 @@ pub struct Assessment {
     /// one-time buyer, a new customer's expectation: see [`retained_margin`]).
     pub retained_12m: i64,
     /// The margin expected over `lifetime_horizon_years` if the customer stays, discounted
-    /// yearly, minor units: what losing the customer costs.
+    /// yearly, minor units: what losing the customer costs. Computed when this evaluation moves
+    /// the customer to lost (the move records it), 0 otherwise.
     pub lifetime_value: i64,
     /// The 12-month margin the business stands to lose: `retained_12m` weighted by the risk
     /// score; 0 once the customer is lost (the loss is then recorded in its stage history).
@@ -192,6 +193,11 @@ pub fn retained_margin(
         (rfm.x, rfm.t)
     };
     let year_weeks = 365.0 * DAY as f64 / WEEK as f64;
+    if t.annual_discount_rate == 0.0 {
+        // Nothing to discount: one prediction over the whole horizon.
+        let [purchases] = bgnbd.expected_purchases_if_alive([years * year_weeks], x, age);
+        return purchases * margin_per_order;
+    }
     let mut value = 0.0;
     let mut before = 0.0;
     let mut k = 1.0_f64;
@@ -269,8 +275,14 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
             retained_margin(&params.bgnbd, r, margin_per_order, years, t).max(0.0)
         })
     };
-    let retained_12m = retained(1.0);
-    let lifetime_value = retained(t.lifetime_horizon_years);
+    // A repeat buyer's 12 months if it stays are the CLV undone of the dropout already in it
+    // (dead customers buy nothing), which costs no further series; a one-time buyer is valued
+    // at a new customer's expectation, and a nearly certain dropout directly, without dividing
+    // by a tiny P(alive).
+    let retained_12m = match (rfm, p_alive) {
+        (Some(r), Some(p)) if r.x >= 1.0 && p >= 1e-3 => (clv / p).max(0.0),
+        _ => retained(1.0),
+    };
     let mut value_at_risk = (risk_score * retained_12m).round() as i64;
 
     let lost_after = lost_after_secs(typical, t);
@@ -302,6 +314,13 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
             };
             (tr.to, since)
         }
+    };
+    // The lifetime horizon's series is the costliest prediction, and only a move to lost records
+    // it.
+    let lifetime_value = if transition.is_some_and(|tr| tr.to == Stage::Lost) {
+        retained(t.lifetime_horizon_years)
+    } else {
+        0.0
     };
     if stage == Stage::Lost {
         // Nothing is at risk any more: the value is lost, and counted as such (the move to lost

@@ -108,10 +108,6 @@ pub struct Profile {
     pub clv_12m: i64,
     /// 12-month margin at stake.
     pub value_at_risk: i64,
-    /// The margin expected over the lifetime horizon (3 years by default) if the customer
-    /// stays, discounted: what losing it would cost.
-    #[serde(default)]
-    pub lifetime_value: i64,
     /// Margin over the last 12 months, support cost included.
     pub margin_12m: i64,
     /// Revenue over the last 12 months.
@@ -263,7 +259,6 @@ pub fn profile(state: &CustomerState, a: &Assessment) -> Profile {
         expected_purchases: a.expected_purchases,
         clv_12m: a.clv_12m,
         value_at_risk: a.value_at_risk,
-        lifetime_value: a.lifetime_value,
         margin_12m: a.margin_12m,
         revenue_12m: a.revenue_12m,
         orders_12m: a.orders_12m,

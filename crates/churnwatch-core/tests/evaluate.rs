@@ -321,16 +321,19 @@ fn a_one_time_buyer_is_valued_at_a_new_customers_expectation_whatever_its_silenc
         &order("o", "only", day(0.0), 3_000, 1_500, &["tea"]),
     );
     let soon = evaluate(&s, day(10.0), &model);
-    let late = evaluate(&s, day(400.0), &model);
-    assert!(soon.lifetime_value > 0, "{soon:?}");
+    let late = evaluate(&s, day(150.0), &model);
+    assert!(soon.retained_12m > 0, "{soon:?}");
     assert_eq!(
-        (soon.lifetime_value, soon.retained_12m),
-        (late.lifetime_value, late.retained_12m),
+        soon.retained_12m, late.retained_12m,
         "silence does not shrink what a retained one-time buyer would bring"
     );
+    // Lost at 180 days of silence: the move records its lifetime value, three years of it.
+    let lost = evaluate(&s, day(200.0), &model);
+    assert_eq!(lost.stage, Stage::Lost);
+    assert_eq!(lost.retained_12m, soon.retained_12m);
     assert!(
-        soon.lifetime_value > soon.retained_12m,
-        "three years bring more than one: {soon:?}"
+        lost.lifetime_value > lost.retained_12m,
+        "three years bring more than one: {lost:?}"
     );
 }
 

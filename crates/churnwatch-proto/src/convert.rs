@@ -153,7 +153,6 @@ pub fn profile_to_proto(p: &Profile) -> v1::CustomerProfile {
                 lifetime_value_minor: c.lifetime_value,
             })
             .collect(),
-        lifetime_value_minor: p.lifetime_value,
     }
 }
 

@@ -100,7 +100,6 @@ fn synthetic_profile(i: u64, mix: &mut Mix) -> Profile {
         expected_purchases: 1.5,
         clv_12m: margin.max(0),
         value_at_risk: (margin.max(0) as f64 * 0.6) as i64,
-        lifetime_value: margin.max(0) * 3,
         margin_12m: margin,
         revenue_12m: margin.abs() * 3,
         orders_12m: (r % 12) as u32,

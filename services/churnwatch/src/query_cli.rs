@@ -756,7 +756,6 @@ fn profile_json(p: &v1::CustomerProfile) -> serde_json::Value {
         "expected_purchases": p.expected_purchases,
         "clv_12m_minor": p.clv_12m_minor,
         "value_at_risk_minor": p.value_at_risk_minor,
-        "lifetime_value_minor": p.lifetime_value_minor,
         "margin_12m_minor": p.margin_12m_minor,
         "revenue_12m_minor": p.revenue_12m_minor,
         "orders_12m": p.orders_12m,
@@ -803,7 +802,6 @@ fn customer_text(p: &v1::CustomerProfile) -> String {
         ),
         ("value at risk", money(p.value_at_risk_minor)),
         ("12-month CLV", money(p.clv_12m_minor)),
-        ("lifetime value if kept", money(p.lifetime_value_minor)),
         ("12-month margin", money(p.margin_12m_minor)),
         (
             "value tier",

@@ -948,7 +948,6 @@ mod tests {
             expected_purchases: 0.0,
             clv_12m: 0,
             value_at_risk: var,
-            lifetime_value: 0,
             margin_12m: margin,
             revenue_12m: 0,
             orders_12m: 0,
