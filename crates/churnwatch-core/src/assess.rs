@@ -193,16 +193,18 @@ pub fn retained_margin(
         (rfm.x, rfm.t)
     };
     let year_weeks = 365.0 * DAY as f64 / WEEK as f64;
-    if t.annual_discount_rate == 0.0 {
-        // Nothing to discount: one prediction over the whole horizon.
-        let [purchases] = bgnbd.expected_purchases_if_alive([years * year_weeks], x, age);
-        return purchases * margin_per_order;
-    }
+    // Yearly steps, each year discounted; with nothing to discount one step spans the horizon
+    // (each step is a hypergeometric series, the costliest prediction there is).
+    let step = if t.annual_discount_rate == 0.0 {
+        years
+    } else {
+        1.0
+    };
     let mut value = 0.0;
     let mut before = 0.0;
     let mut k = 1.0_f64;
     loop {
-        let until = k.min(years);
+        let until = (k * step).min(years);
         let [cumulative] = bgnbd.expected_purchases_if_alive([until * year_weeks], x, age);
         value += (cumulative - before) * margin_per_order / (1.0 + t.annual_discount_rate).powf(k);
         if until >= years {

@@ -15,7 +15,7 @@ use crate::assess::{
     Assessment, Changes, Model, assess, evaluate, next_evaluation_at, undo_move_contradicted_by,
 };
 use crate::event::{Event, EventKind};
-use crate::output::{Profile, RiskEvent, StageEvent, change_events, profile};
+use crate::output::{Profile, RiskEvent, StageEvent, change_events, profile, stage_event};
 use crate::state::{Applied, CustomerState, apply};
 use crate::time::Timestamp;
 
@@ -368,14 +368,8 @@ impl Engine {
             return;
         }
         corrected.changes += 1;
-        work.outputs.push(Output::Stage(StageEvent {
-            event_id: format!("{}/{}/stage", corrected.customer_id, corrected.changes),
-            customer_id: corrected.customer_id.clone(),
-            at: order_at,
-            from: t.from,
-            to: t.to,
-            reason: t.reason,
-        }));
+        work.outputs
+            .push(Output::Stage(stage_event(&corrected, order_at, t)));
         *state = corrected;
     }
 

@@ -10,7 +10,7 @@ use crate::assess::{Assessment, Changes};
 use crate::profit::ValueTier;
 use crate::risk::RiskLevel;
 use crate::signals::Signal;
-use crate::stage::{Stage, TransitionReason};
+use crate::stage::{Stage, Transition, TransitionReason};
 use crate::state::CustomerState;
 use crate::time::Timestamp;
 
@@ -219,10 +219,9 @@ pub struct Outputs {
 
 /// Returns the change events for an assessment already recorded into `state`.
 pub fn change_events(state: &CustomerState, a: &Assessment, changes: Changes) -> Outputs {
-    let id = |kind: &str| format!("{}/{}/{kind}", state.customer_id, state.changes);
     Outputs {
         risk: changes.risk.map(|(from, to)| RiskEvent {
-            event_id: id("risk"),
+            event_id: event_id(state, "risk"),
             customer_id: state.customer_id.clone(),
             at: a.at,
             score: a.risk_score,
@@ -233,14 +232,27 @@ pub fn change_events(state: &CustomerState, a: &Assessment, changes: Changes) ->
             clv: a.clv_12m,
             value_at_risk: a.value_at_risk,
         }),
-        stage: changes.stage.map(|t| StageEvent {
-            event_id: id("stage"),
-            customer_id: state.customer_id.clone(),
-            at: a.stage_since.unwrap_or(a.at),
-            from: t.from,
-            to: t.to,
-            reason: t.reason,
-        }),
+        stage: changes
+            .stage
+            .map(|t| stage_event(state, a.stage_since.unwrap_or(a.at), t)),
+    }
+}
+
+/// Returns the deterministic id of the state's latest change of `kind`: `<customer>/<change
+/// number>/<kind>`, the same on every replay.
+fn event_id(state: &CustomerState, kind: &str) -> String {
+    format!("{}/{}/{kind}", state.customer_id, state.changes)
+}
+
+/// Returns the stage event of a move already counted in `state.changes`, effective `at`.
+pub fn stage_event(state: &CustomerState, at: Timestamp, t: Transition) -> StageEvent {
+    StageEvent {
+        event_id: event_id(state, "stage"),
+        customer_id: state.customer_id.clone(),
+        at,
+        from: t.from,
+        to: t.to,
+        reason: t.reason,
     }
 }
 

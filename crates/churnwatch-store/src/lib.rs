@@ -423,12 +423,16 @@ impl Partition {
 
     /// Returns every state of the partition, in customer-id order.
     pub fn states(&self) -> impl Iterator<Item = Result<CustomerState>> + '_ {
-        self.tree.scan_prefix([STATE]).map(move |kv| {
-            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
-            postcard::from_bytes(&v).map_err(|e| {
-                self.corrupt(&format!("state/{}", String::from_utf8_lossy(&k[1..])), e)
-            })
-        })
+        self.tree
+            .scan_prefix([STATE])
+            .map(move |kv| self.decode_state(kv))
+    }
+
+    /// Decodes one entry of the state keyspace.
+    fn decode_state(&self, kv: sled::Result<(sled::IVec, sled::IVec)>) -> Result<CustomerState> {
+        let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+        postcard::from_bytes(&v)
+            .map_err(|e| self.corrupt(&format!("state/{}", String::from_utf8_lossy(&k[1..])), e))
     }
 
     /// Returns up to `limit` states of customers whose id sorts after `after` (all, when it is
@@ -442,12 +446,7 @@ impl Partition {
         self.tree
             .range(from..vec![STATE + 1])
             .take(limit)
-            .map(|kv| {
-                let (k, v) = kv.map_err(|e| self.sled_err(e))?;
-                postcard::from_bytes(&v).map_err(|e| {
-                    self.corrupt(&format!("state/{}", String::from_utf8_lossy(&k[1..])), e)
-                })
-            })
+            .map(|kv| self.decode_state(kv))
             .collect()
     }
 

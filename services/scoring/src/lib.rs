@@ -841,9 +841,6 @@ impl Scoring<'_> {
         }
     }
 
-    /// Publishes records and waits for every acknowledgement, retrying failures; returns false
-    /// if shutdown interrupted it (the batch is then neither committed nor its offsets
-    /// stored, so it is redone after the restart).
     /// Publishes what pieces of work caused (see [`outgoing`]); false when shutting down
     /// interrupted it.
     fn publish_work<'w>(
@@ -855,6 +852,9 @@ impl Scoring<'_> {
         self.publish(&records, shutdown)
     }
 
+    /// Publishes records and waits for every acknowledgement, retrying failures; returns false
+    /// if shutdown interrupted it (the batch is then neither committed nor its offsets
+    /// stored, so it is redone after the restart).
     fn publish(&self, records: &[Outgoing], shutdown: &CancellationToken) -> bool {
         let topics = &self.config.kafka.topics;
         let make = |i: usize| {
