@@ -125,6 +125,27 @@ fn eval_scores_a_generated_feed_against_its_truth() {
     assert!(report["lead_time_days"]["median"].as_f64().is_some());
     let stages = report["stage_matrix"]["prospect"].as_object().unwrap();
     assert!(stages["prospect"].as_u64().unwrap() > 0);
+    // The campaign check: the matched uplift beside the true effect on the same customers.
+    let campaigns = report["campaigns"].as_array().unwrap();
+    assert!(!campaigns.is_empty(), "{report}");
+    for c in campaigns {
+        let (low, uplift, high) = (
+            c["low"].as_f64().unwrap(),
+            c["measured_uplift"].as_f64().unwrap(),
+            c["high"].as_f64().unwrap(),
+        );
+        assert!(low <= uplift && uplift <= high, "{c}");
+        assert!(c["matched"].as_u64().unwrap() > 0, "{c}");
+        let truth = c["true_effect"].as_f64().unwrap();
+        assert_eq!(
+            c["covered"].as_bool(),
+            Some(low <= truth && truth <= high),
+            "{c}"
+        );
+        if c["campaign"] == "newsletter_blast" {
+            assert_eq!(truth, 0.0, "the newsletter does nothing: {c}");
+        }
+    }
 
     let o = run(
         "churnwatch",

@@ -13,7 +13,8 @@ use crate::risk::RiskLevel;
 use crate::signals::{self, Signal};
 use crate::stage::{self, Stage, StageFacts, Transition, TransitionReason};
 use crate::state::{
-    CustomerState, MAX_STAGE_HISTORY, RiskEpisode, STAGE_HISTORY_SECS, StageChange,
+    CustomerState, MAX_RISK_EPISODES, MAX_STAGE_HISTORY, MAX_STANDINGS, RiskEpisode,
+    STAGE_HISTORY_SECS, StageChange, Standing,
 };
 use crate::time::{DAY, Timestamp, WEEK};
 
@@ -379,16 +380,54 @@ pub fn record(state: &mut CustomerState, a: &Assessment) -> Changes {
             h.drain(..h.len() - MAX_STAGE_HISTORY);
         }
     }
+    // The customer's standing at an action is the first assessment at or after it.
+    let silence = crate::campaign::silence_bucket(a.days_since_last_order, a.typical_interval_days);
+    for m in &mut state.retention {
+        if !m.assessed && a.at >= m.at {
+            m.level_at_action = a.risk_level;
+            m.risk_at_action = a.risk_score as f32;
+            m.silence_at_action = silence;
+            m.stage_at_action = a.stage;
+            m.tier_at_action = a.value_tier;
+            m.assessed = true;
+        }
+    }
     let at_risk = a.risk_level >= RiskLevel::High;
     if at_risk && state.risk_level < RiskLevel::High {
-        state.risk_episode = Some(RiskEpisode {
+        let e = &mut state.risk_episodes;
+        e.push(RiskEpisode {
             since: a.at,
+            standings: Vec::new(),
             ordered_again_at: None,
             left_risk_at: None,
         });
+        if e.len() > MAX_RISK_EPISODES {
+            e.remove(0);
+        }
+    }
+    if at_risk
+        && let Some(e) = state.risk_episodes.last_mut()
+        && e.ordered_again_at.is_none()
+        && e.left_risk_at.is_none()
+        && a.at >= e.since
+    {
+        let band = crate::campaign::risk_band(a.risk_score);
+        if e.standings.len() < MAX_STANDINGS
+            && e.standings.last().is_none_or(|s| {
+                (crate::campaign::risk_band(f64::from(s.risk)), s.silence) != (band, silence)
+            })
+        {
+            e.standings.push(Standing {
+                at: a.at,
+                risk: a.risk_score as f32,
+                silence,
+                stage: a.stage,
+                tier: a.value_tier,
+            });
+        }
     }
     if !at_risk {
-        if let Some(e) = &mut state.risk_episode
+        if let Some(e) = state.risk_episodes.last_mut()
             && e.left_risk_at.is_none()
             && a.at >= e.since
         {
@@ -404,6 +443,7 @@ pub fn record(state: &mut CustomerState, a: &Assessment) -> Changes {
     state.stage_since = a.stage_since;
     state.risk_level = a.risk_level;
     state.risk_score = a.risk_score as f32;
+    state.value_tier = a.value_tier;
     state.last_assessed_at = Some(state.last_assessed_at.map_or(a.at, |l| l.max(a.at)));
     if changes.any() {
         state.changes += 1;

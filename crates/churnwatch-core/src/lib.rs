@@ -5,6 +5,7 @@
 
 pub mod assess;
 pub mod btyd;
+pub mod campaign;
 pub mod churn;
 pub mod config;
 pub mod engine;

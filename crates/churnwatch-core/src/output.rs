@@ -146,9 +146,10 @@ pub struct Profile {
     /// The latest retention actions (at most 8), oldest first, each with its outcome.
     #[serde(default)]
     pub retention_actions: Vec<RetentionSummary>,
-    /// The latest spell at high or critical risk and what followed it.
+    /// The latest spells at high or critical risk (at most 6), oldest first, and what followed
+    /// each.
     #[serde(default)]
-    pub risk_episode: Option<RiskSpell>,
+    pub risk_episodes: Vec<RiskSpell>,
     /// Stage changes over the last 25 months, oldest first.
     #[serde(default)]
     pub stage_history: Vec<StageMove>,
@@ -166,6 +167,20 @@ pub struct RetentionSummary {
     pub campaign: Option<String>,
     /// The risk level at the time.
     pub level_at_action: RiskLevel,
+    /// The risk probability at the time (the first assessment at or after it); `None` until
+    /// then and in profiles that predate it.
+    #[serde(default)]
+    pub risk_at_action: Option<f64>,
+    /// The silence at the time, as [`crate::campaign::silence_bucket`]; `None` until the
+    /// first assessment after it and in profiles that predate it.
+    #[serde(default)]
+    pub silence_at_action: Option<u8>,
+    /// The lifecycle stage at the time; `None` in profiles that predate it.
+    #[serde(default)]
+    pub stage_at_action: Option<Stage>,
+    /// The value tier at the time; `None` in profiles that predate it.
+    #[serde(default)]
+    pub tier_at_action: Option<ValueTier>,
     /// The first order after it.
     #[serde(default, with = "crate::time::rfc3339::option")]
     pub ordered_again_at: Option<Timestamp>,
@@ -175,17 +190,37 @@ pub struct RetentionSummary {
 }
 
 /// A spell at high or critical risk, as published in a profile.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RiskSpell {
     /// When it began.
     #[serde(with = "crate::time::rfc3339")]
     pub since: Timestamp,
+    /// The customer's standing at the first assessment in each risk band the spell reached
+    /// before an order, in time order.
+    #[serde(default)]
+    pub standings: Vec<SpellStanding>,
     /// The first order after that.
     #[serde(with = "crate::time::rfc3339::option")]
     pub ordered_again_at: Option<Timestamp>,
     /// When the customer was first assessed below high again.
     #[serde(with = "crate::time::rfc3339::option")]
     pub left_risk_at: Option<Timestamp>,
+}
+
+/// A customer's standing at one moment of an at-risk spell, as published in a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SpellStanding {
+    /// When.
+    #[serde(with = "crate::time::rfc3339")]
+    pub at: Timestamp,
+    /// The risk probability.
+    pub risk: f64,
+    /// The silence, as [`crate::campaign::silence_bucket`].
+    pub silence: u8,
+    /// The lifecycle stage.
+    pub stage: Stage,
+    /// The value tier.
+    pub tier: ValueTier,
 }
 
 /// A stage change, as published in a profile.
@@ -292,11 +327,26 @@ pub fn profile(state: &CustomerState, a: &Assessment) -> Profile {
             .unwrap_or_default(),
         last_retention: state.last_retention().map(retention_summary),
         retention_actions: state.retention.iter().map(retention_summary).collect(),
-        risk_episode: state.risk_episode.map(|e| RiskSpell {
-            since: e.since,
-            ordered_again_at: e.ordered_again_at,
-            left_risk_at: e.left_risk_at,
-        }),
+        risk_episodes: state
+            .risk_episodes
+            .iter()
+            .map(|e| RiskSpell {
+                since: e.since,
+                standings: e
+                    .standings
+                    .iter()
+                    .map(|s| SpellStanding {
+                        at: s.at,
+                        risk: f64::from(s.risk),
+                        silence: s.silence,
+                        stage: s.stage,
+                        tier: s.tier,
+                    })
+                    .collect(),
+                ordered_again_at: e.ordered_again_at,
+                left_risk_at: e.left_risk_at,
+            })
+            .collect(),
         stage_history: state
             .stage_history
             .iter()
@@ -318,6 +368,10 @@ fn retention_summary(r: &crate::state::RetentionMark) -> RetentionSummary {
         action: r.action.clone(),
         campaign: r.campaign.clone(),
         level_at_action: r.level_at_action,
+        risk_at_action: r.assessed.then_some(f64::from(r.risk_at_action)),
+        silence_at_action: r.assessed.then_some(r.silence_at_action),
+        stage_at_action: r.assessed.then_some(r.stage_at_action),
+        tier_at_action: r.assessed.then_some(r.tier_at_action),
         ordered_again_at: r.ordered_again_at,
         left_risk_at: r.left_risk_at,
     }

@@ -1,7 +1,7 @@
 //! Reports over customer profiles: the stage funnel and its movements, retention over a
 //! window (customers lost and what they cost, acquired, reactivated, the retention rate),
 //! profitability by value tier with what the best customers have in common, and the effect of
-//! retention campaigns against at-risk customers nobody reached.
+//! retention campaigns against matched at-risk customers nobody reached ([`crate::campaign`]).
 //!
 //! Each report is an accumulator: `add` one profile at a time (a service streams a million
 //! from its store without holding them), then `finish`. Everything is a function of the
@@ -13,9 +13,10 @@ use serde::Serialize;
 
 use crate::output::Profile;
 use crate::profit::ValueTier;
-use crate::risk::RiskLevel;
 use crate::stage::Stage;
 use crate::time::Timestamp;
+
+pub use crate::campaign::{CampaignAccumulator, CampaignReport, CampaignResult, Outcome, Uplift};
 
 /// A half-open time window `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -381,142 +382,8 @@ impl ProfitabilityAccumulator {
     }
 }
 
-/// How one group fared within the follow-up window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Outcome {
-    /// Customers whose follow-up window has fully passed (the others are not judged yet).
-    pub judged: u64,
-    /// Of those, the ones who ordered again within the window.
-    pub ordered_again: u64,
-    /// Of those, the ones who left the high and critical levels within the window.
-    pub left_risk: u64,
-    /// Of those, the ones who did either.
-    pub succeeded: u64,
-}
-
-impl Outcome {
-    fn count(&mut self, ordered: bool, left: bool) {
-        self.judged += 1;
-        self.ordered_again += u64::from(ordered);
-        self.left_risk += u64::from(left);
-        self.succeeded += u64::from(ordered || left);
-    }
-
-    /// Returns the share who succeeded, `None` when nobody was judged.
-    pub fn success_rate(&self) -> Option<f64> {
-        (self.judged > 0).then(|| self.succeeded as f64 / self.judged as f64)
-    }
-}
-
-/// One campaign's effect.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CampaignResult {
-    /// The campaign ("(none)" for actions given without one).
-    pub campaign: String,
-    /// Customers it targeted (among the actions profiles remember).
-    pub targeted: u64,
-    /// Of those, the ones at high or critical risk when targeted.
-    pub targeted_at_risk: u64,
-    /// How the targeted customers fared.
-    pub outcome: Outcome,
-}
-
-/// The effect of retention campaigns against at-risk customers nobody targeted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CampaignReport {
-    /// The follow-up window, in seconds.
-    pub follow_up_secs: i64,
-    /// The time outcomes are judged at.
-    pub as_of: Timestamp,
-    /// One entry per campaign, most targeted first.
-    pub campaigns: Vec<CampaignResult>,
-    /// At-risk spells no retention action reached: the comparison group.
-    pub untargeted_at_risk: Outcome,
-}
-
-/// Builds a [`CampaignReport`].
-#[derive(Debug, Clone)]
-pub struct CampaignAccumulator {
-    follow_up: i64,
-    as_of: Timestamp,
-    campaigns: BTreeMap<String, CampaignResult>,
-    control: Outcome,
-}
-
-impl CampaignAccumulator {
-    /// Starts a report judging outcomes within `follow_up_secs` of each action (or of the
-    /// start of an untargeted at-risk spell), as of `as_of`.
-    pub fn new(follow_up_secs: i64, as_of: Timestamp) -> Self {
-        Self {
-            follow_up: follow_up_secs,
-            as_of,
-            campaigns: BTreeMap::new(),
-            control: Outcome::default(),
-        }
-    }
-
-    /// Counts one profile.
-    pub fn add(&mut self, p: &Profile) {
-        let within = |start: Timestamp, t: Option<Timestamp>| {
-            t.is_some_and(|t| t >= start && t.since(start) <= self.follow_up)
-        };
-        let judged = |start: Timestamp| self.as_of.since(start) >= self.follow_up;
-        let mut seen: Vec<&str> = Vec::new();
-        for r in &p.retention_actions {
-            let name = r.campaign.as_deref().unwrap_or("(none)");
-            let c = self
-                .campaigns
-                .entry(name.to_owned())
-                .or_insert_with(|| CampaignResult {
-                    campaign: name.to_owned(),
-                    targeted: 0,
-                    targeted_at_risk: 0,
-                    outcome: Outcome::default(),
-                });
-            // A customer targeted twice by one campaign counts once, by its first action.
-            if seen.contains(&name) {
-                continue;
-            }
-            seen.push(name);
-            c.targeted += 1;
-            c.targeted_at_risk += u64::from(r.level_at_action >= RiskLevel::High);
-            if judged(r.at) {
-                c.outcome.count(
-                    within(r.at, r.ordered_again_at),
-                    within(r.at, r.left_risk_at),
-                );
-            }
-        }
-        if let Some(e) = &p.risk_episode {
-            let reached = p.retention_actions.iter().any(|r| r.at >= e.since);
-            if !reached && judged(e.since) {
-                self.control.count(
-                    within(e.since, e.ordered_again_at),
-                    within(e.since, e.left_risk_at),
-                );
-            }
-        }
-    }
-
-    /// Returns the report.
-    pub fn finish(self) -> CampaignReport {
-        let mut campaigns: Vec<CampaignResult> = self.campaigns.into_values().collect();
-        campaigns.sort_by(|a, b| {
-            b.targeted
-                .cmp(&a.targeted)
-                .then_with(|| a.campaign.cmp(&b.campaign))
-        });
-        CampaignReport {
-            follow_up_secs: self.follow_up,
-            as_of: self.as_of,
-            campaigns,
-            untargeted_at_risk: self.control,
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::assess::{Assessment, Model};
     use crate::engine::Output;
@@ -529,7 +396,7 @@ mod tests {
 
     const T0: i64 = 1_704_067_200; // 2024-01-01
 
-    fn day(d: i64) -> Timestamp {
+    pub(crate) fn day(d: i64) -> Timestamp {
         Timestamp(T0 + d * DAY)
     }
 
@@ -551,7 +418,7 @@ mod tests {
         }
     }
 
-    fn action(customer: &str, d: i64, campaign: &str) -> Event {
+    pub(crate) fn action(customer: &str, d: i64, campaign: &str) -> Event {
         Event {
             event_id: format!("{customer}-a{d}"),
             customer_id: customer.into(),
@@ -563,7 +430,7 @@ mod tests {
         }
     }
 
-    fn every(customer: &str, from: i64, to: i64, step: usize) -> Vec<Event> {
+    pub(crate) fn every(customer: &str, from: i64, to: i64, step: usize) -> Vec<Event> {
         (from..=to)
             .step_by(step)
             .map(|d| order(customer, d))
@@ -581,7 +448,7 @@ mod tests {
     }
 
     /// Replays the events on event time and returns every profile as of day `end`.
-    fn replay(mut events: Vec<Event>, end: i64) -> BTreeMap<String, Profile> {
+    pub(crate) fn replay(mut events: Vec<Event>, end: i64) -> BTreeMap<String, Profile> {
         events.sort_by_key(|e| e.occurred_at);
         let mut replay = Replay::new(Model::default(), None);
         let mut out = Profiles::default();
@@ -679,57 +546,6 @@ mod tests {
             none.stages, all.stages,
             "counts now do not depend on the window"
         );
-    }
-
-    #[test]
-    fn a_campaign_is_judged_against_at_risk_customers_nobody_reached() {
-        // Both ordered every 20 days for 300 days and then went quiet; "saved" got an offer on
-        // day 400 and ordered again from day 420 on, "ignored" got nothing and never came back.
-        let mut events = every("saved", 0, 300, 20);
-        events.push(action("saved", 400, "winback"));
-        events.extend(every("saved", 420, 720, 20));
-        events.extend(every("ignored", 0, 300, 20));
-        let profiles = replay(events, 730);
-        let saved = &profiles["saved"];
-        assert_eq!(saved.retention_actions.len(), 1);
-        assert_eq!(saved.retention_actions[0].ordered_again_at, Some(day(420)));
-        assert!(
-            saved.retention_actions[0].level_at_action >= RiskLevel::High,
-            "silent for 100 days: at risk when the offer went out"
-        );
-        let ignored = profiles["ignored"]
-            .risk_episode
-            .expect("ignored went at risk");
-        assert_eq!(ignored.ordered_again_at, None);
-
-        let mut acc = CampaignAccumulator::new(90 * DAY, day(730));
-        for p in profiles.values() {
-            acc.add(p);
-        }
-        let r = acc.finish();
-        assert_eq!(r.campaigns.len(), 1);
-        let c = &r.campaigns[0];
-        assert_eq!(
-            (c.campaign.as_str(), c.targeted, c.targeted_at_risk),
-            ("winback", 1, 1)
-        );
-        assert_eq!(
-            (
-                c.outcome.judged,
-                c.outcome.ordered_again,
-                c.outcome.succeeded
-            ),
-            (1, 1, 1)
-        );
-        assert_eq!(r.untargeted_at_risk.judged, 1, "{r:?}");
-        assert_eq!(r.untargeted_at_risk.success_rate(), Some(0.0));
-
-        // Judged too early, nobody's follow-up window has passed.
-        let mut early = CampaignAccumulator::new(90 * DAY, day(450));
-        for p in profiles.values() {
-            early.add(p);
-        }
-        assert_eq!(early.finish().campaigns[0].outcome.judged, 0);
     }
 
     #[test]

@@ -9,12 +9,13 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::event::{Event, EventKind, Order};
+use crate::profit::ValueTier;
 use crate::risk::RiskLevel;
 use crate::stage::Stage;
 use crate::time::{DAY, MonthIndex, Timestamp};
 
 /// Version of the state layout; bumped on every incompatible change.
-pub const SCHEMA_VERSION: u16 = 4;
+pub const SCHEMA_VERSION: u16 = 5;
 /// Calendar months kept in the rolling windows.
 pub const WINDOW_MONTHS: i32 = 24;
 /// Distinct named categories tracked per customer; further ones are counted as [`OTHER_CATEGORY`].
@@ -36,6 +37,12 @@ pub const DEDUP_HORIZON_SECS: i64 = 14 * DAY;
 pub const MAX_FIRST_CATEGORIES: usize = 5;
 /// Retention actions remembered per customer (the newest), each with its outcome.
 pub const MAX_RETENTION_MARKS: usize = 8;
+
+/// At-risk spells kept per customer (the latest ones).
+pub const MAX_RISK_EPISODES: usize = 6;
+
+/// Standings kept per at-risk spell (the first ones).
+pub const MAX_STANDINGS: usize = 12;
 /// Stage changes remembered per customer (the newest), enough for reports over 24 months.
 pub const MAX_STAGE_HISTORY: usize = 32;
 /// How far back stage changes are remembered, in seconds (25 months of 31 days).
@@ -203,7 +210,7 @@ pub struct FirstOrder {
 }
 
 /// A retention action aimed at the customer, and what followed it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetentionMark {
     /// When it happened.
     pub at: Timestamp,
@@ -211,8 +218,22 @@ pub struct RetentionMark {
     pub action: String,
     /// Its campaign, when any.
     pub campaign: Option<String>,
-    /// The customer's risk level when the action was recorded.
+    /// The customer's risk level when the action was taken.
     pub level_at_action: RiskLevel,
+    /// The customer's risk probability when the action was taken: with the stage and the
+    /// tier, the key it is matched to untargeted customers on.
+    pub risk_at_action: f32,
+    /// The customer's silence when the action was taken, as
+    /// [`crate::campaign::silence_bucket`].
+    pub silence_at_action: u8,
+    /// The customer's lifecycle stage when the action was recorded.
+    pub stage_at_action: Stage,
+    /// The customer's value tier when the action was recorded.
+    pub tier_at_action: ValueTier,
+    /// Whether the level, risk, stage and tier above come from an assessment at or after the
+    /// action ([`crate::assess::record`] fills them in from the first one); until then they
+    /// are the state's last decisions, which may be older than the action.
+    pub assessed: bool,
     /// The first order after the action. Exact when the action arrives before the orders after
     /// it or with at most [`RECENT_ORDERS`] of them behind it; an action arriving later still
     /// can only see the orders remembered.
@@ -223,12 +244,32 @@ pub struct RetentionMark {
     key: u64,
 }
 
-/// The customer's latest spell at high or critical risk, and what followed it: the yardstick
-/// for customers no retention action reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The customer's standing at one moment of an at-risk spell: what a retention action taken
+/// then would be matched on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Standing {
+    /// When the assessment was taken.
+    pub at: Timestamp,
+    /// The risk probability it gave.
+    pub risk: f32,
+    /// The silence then, as [`crate::campaign::silence_bucket`].
+    pub silence: u8,
+    /// The stage it put the customer in.
+    pub stage: Stage,
+    /// The customer's value tier.
+    pub tier: ValueTier,
+}
+
+/// A spell at high or critical risk, and what followed it: the yardstick for customers no
+/// retention action reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RiskEpisode {
     /// When an assessment first put the customer at high or critical risk.
     pub since: Timestamp,
+    /// The customer's standing at the first assessment of each risk band (tenths of the
+    /// probability) and silence bucket the spell went through before the customer ordered
+    /// again, in time order: at most [`MAX_STANDINGS`].
+    pub standings: Vec<Standing>,
     /// The first order after that.
     pub ordered_again_at: Option<Timestamp>,
     /// When an assessment first put the customer below high again.
@@ -287,8 +328,8 @@ pub struct CustomerState {
     pub intervals: IntervalStats,
     /// The latest retention action.
     pub retention: Vec<RetentionMark>,
-    /// The latest spell at high or critical risk.
-    pub risk_episode: Option<RiskEpisode>,
+    /// The latest spells at high or critical risk, oldest first, at most [`MAX_RISK_EPISODES`].
+    pub risk_episodes: Vec<RiskEpisode>,
     /// Stage changes, oldest first, at most [`MAX_STAGE_HISTORY`] within [`STAGE_HISTORY_SECS`].
     pub stage_history: Vec<StageChange>,
     /// Recently seen events as (time, id hash), sorted, at most [`MAX_SEEN_EVENTS`].
@@ -301,6 +342,8 @@ pub struct CustomerState {
     pub risk_level: RiskLevel,
     /// Risk score of the last evaluation recorded.
     pub risk_score: f32,
+    /// Value tier of the last evaluation recorded.
+    pub value_tier: ValueTier,
     /// Evaluations recorded that changed the stage or the risk level.
     pub changes: u64,
     /// When the customer was last assessed.
@@ -326,13 +369,14 @@ impl CustomerState {
             recent_orders: Vec::new(),
             intervals: IntervalStats::default(),
             retention: Vec::new(),
-            risk_episode: None,
+            risk_episodes: Vec::new(),
             stage_history: Vec::new(),
             seen: Vec::new(),
             stage: Stage::Prospect,
             stage_since: None,
             risk_level: RiskLevel::Low,
             risk_score: 0.0,
+            value_tier: ValueTier::default(),
             changes: 0,
             last_assessed_at: None,
         }
@@ -444,6 +488,11 @@ pub fn apply(state: &mut CustomerState, event: &Event) -> Applied {
                     action: action.action.clone(),
                     campaign: action.campaign.clone(),
                     level_at_action: state.risk_level,
+                    risk_at_action: state.risk_score,
+                    silence_at_action: 0,
+                    stage_at_action: state.stage,
+                    tier_at_action: state.value_tier,
+                    assessed: false,
                     ordered_again_at,
                     left_risk_at: None,
                     key,
@@ -468,7 +517,7 @@ fn apply_order(state: &mut CustomerState, at: Timestamp, key: u64, order: &Order
     for mark in &mut state.retention {
         mark.ordered_again_at = first_after(mark.at, mark.ordered_again_at);
     }
-    if let Some(e) = &mut state.risk_episode {
+    for e in &mut state.risk_episodes {
         e.ordered_again_at = first_after(e.since, e.ordered_again_at);
     }
     let t = &mut state.totals;

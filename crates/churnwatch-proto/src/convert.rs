@@ -1,6 +1,6 @@
 //! Domain types to and from their protobuf messages; the one place where the two meet.
 
-use churnwatch_core::output::{Profile, RetentionSummary};
+use churnwatch_core::output::{Profile, RetentionSummary, RiskSpell};
 use churnwatch_core::profit::ValueTier;
 use churnwatch_core::report::{
     CampaignReport, Outcome, ProfitabilityReport, RetentionReport, StageReport,
@@ -92,6 +92,33 @@ fn retention(r: &RetentionSummary) -> v1::RetentionAction {
         level_at_action: risk_level_to_proto(r.level_at_action) as i32,
         ordered_again_at: r.ordered_again_at.map(timestamp),
         left_risk_at: r.left_risk_at.map(timestamp),
+        risk_at_action: r.risk_at_action,
+        silence_at_action: r.silence_at_action.map(u32::from),
+        stage_at_action: r
+            .stage_at_action
+            .map_or(v1::Stage::Unspecified, stage_to_proto) as i32,
+        tier_at_action: r
+            .tier_at_action
+            .map_or(v1::ValueTier::Unspecified, tier_to_proto) as i32,
+    }
+}
+
+fn risk_episode(e: &RiskSpell) -> v1::RiskEpisode {
+    v1::RiskEpisode {
+        since: Some(timestamp(e.since)),
+        ordered_again_at: e.ordered_again_at.map(timestamp),
+        left_risk_at: e.left_risk_at.map(timestamp),
+        standings: e
+            .standings
+            .iter()
+            .map(|s| v1::SpellStanding {
+                at: Some(timestamp(s.at)),
+                risk: s.risk,
+                silence: u32::from(s.silence),
+                stage: stage_to_proto(s.stage) as i32,
+                tier: tier_to_proto(s.tier) as i32,
+            })
+            .collect(),
     }
 }
 
@@ -136,11 +163,8 @@ pub fn profile_to_proto(p: &Profile) -> v1::CustomerProfile {
         first_categories: p.first_categories.clone(),
         last_retention: p.last_retention.as_ref().map(retention),
         retention_actions: p.retention_actions.iter().map(retention).collect(),
-        risk_episode: p.risk_episode.map(|e| v1::RiskEpisode {
-            since: Some(timestamp(e.since)),
-            ordered_again_at: e.ordered_again_at.map(timestamp),
-            left_risk_at: e.left_risk_at.map(timestamp),
-        }),
+        risk_episode: p.risk_episodes.last().map(risk_episode),
+        risk_episodes: p.risk_episodes.iter().map(risk_episode).collect(),
         stage_history: p
             .stage_history
             .iter()
@@ -244,8 +268,7 @@ fn outcome(o: &Outcome) -> v1::CampaignOutcome {
         judged: o.judged,
         ordered_again: o.ordered_again,
         left_risk: o.left_risk,
-        succeeded: o.succeeded,
-        success_rate: o.success_rate(),
+        order_rate: o.order_rate(),
     }
 }
 

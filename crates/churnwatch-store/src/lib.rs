@@ -14,7 +14,7 @@ use churnwatch_core::engine::{StateStore, TimerChange, TimerIndex, Work};
 use churnwatch_core::{CustomerState, ModelParams, Timestamp};
 
 /// Version of the on-disk layout; a store written by another version is refused.
-pub const STORE_VERSION: u32 = 6;
+pub const STORE_VERSION: u32 = 7;
 
 /// Errors of the store, each naming what to do.
 #[derive(Debug, thiserror::Error)]

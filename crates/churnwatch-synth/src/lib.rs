@@ -39,5 +39,5 @@ pub use vocab::{
     CAMPAIGN_RESUME_DELAY_DAYS, CAMPAIGNS, CURRENCY_SHARES, Campaign, Category, Currency,
     DUPLICATE_MAX_DELAY_SECS, EventType, FX_RATES_TO_USD, MISSING_SIGNUP_PROBABILITY,
     MalformedKind, NEWSLETTER_BLAST, OrderChannel, RefundReason, SKUS_PER_CATEGORY, SignupSource,
-    SupportChannel, WINBACK_CALL,
+    SupportChannel, TARGET_SILENCE_GAPS, WINBACK_CALL,
 };

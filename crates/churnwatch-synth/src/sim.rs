@@ -16,7 +16,7 @@ use crate::vocab::{
     ARCHETYPE_SHARES, AT_RISK_DELAY_DAYS, AT_RISK_TARGET_PROBABILITY, Archetype,
     CAMPAIGN_RESUME_DELAY_DAYS, CAMPAIGNS, CURRENCY_SHARES, Category, Currency,
     MISSING_SIGNUP_PROBABILITY, OrderChannel, RefundReason, SKUS_PER_CATEGORY, SignupSource,
-    SupportChannel,
+    SupportChannel, TARGET_SILENCE_GAPS,
 };
 
 /// The stream of a customer's story (archetype, orders, ...).
@@ -312,9 +312,11 @@ impl<'a> Sim<'a> {
             Archetype::Prospect | Archetype::BgNbd => {}
             Archetype::OneTime => {
                 self.order(first, NORMAL);
+                self.silence_campaign(story);
             }
             Archetype::Regular | Archetype::Unprofitable => {
                 self.orders_until(first, end, NORMAL);
+                self.silence_campaign(story);
             }
             Archetype::SilentChurner => {
                 let churn = first + window * uniform(&mut self.rng, (0.40, 0.85));
@@ -387,6 +389,7 @@ impl<'a> Sim<'a> {
                         story.dropped = Some((dropped, t));
                     }
                 }
+                self.silence_campaign(story);
             }
         }
     }
@@ -437,10 +440,19 @@ impl<'a> Sim<'a> {
         story.churned = Some(last_t);
         // Every draw is made whatever the outcome, so the stream stays aligned.
         let targeted = self.rng.random_bool(AT_RISK_TARGET_PROBABILITY);
-        let at = last_day + uniform(&mut self.rng, AT_RISK_DELAY_DAYS);
+        let delay = self.targeting_delay(true);
+        let at = last_day + delay;
         let which = self.rng.random_range(0..CAMPAIGNS.len());
         let works = self.rng.random::<f64>() < CAMPAIGNS[which].resume_probability;
         let back = at + uniform(&mut self.rng, CAMPAIGN_RESUME_DELAY_DAYS);
+        // The targeting rule sees silence, not churn: a long gap before the churn came first,
+        // and the campaign reached the customer then, when it changed nothing.
+        if let Some(from) = self.first_silence_longer_than(delay, None) {
+            if targeted {
+                self.target(story, from + delay, which as u8);
+            }
+            return;
+        }
         // Campaigns land early enough for a resumed order to fall inside the period, and reach a
         // reactivator only while it is still silent.
         if !targeted
@@ -467,6 +479,61 @@ impl<'a> Sim<'a> {
             && let Some((_, t)) = self.orders_from(back, self.end, resume)
         {
             story.reactivated = Some(t);
+        }
+    }
+
+    /// The targeting rule for a customer who does not churn after repeat purchases (one-time
+    /// buyers included): the first time its silence lasts [`AT_RISK_DELAY_DAYS`] (drawn per
+    /// customer), a campaign reaches it with probability [`AT_RISK_TARGET_PROBABILITY`], exactly
+    /// as it reaches a churner. It changes nothing: a buyer in a long gap orders again on its own
+    /// schedule, and a win-back brings back lapsed repeat customers only, not one-time buyers.
+    fn silence_campaign(&mut self, story: &mut Story) {
+        let targeted = self.rng.random_bool(AT_RISK_TARGET_PROBABILITY);
+        let delay = self.targeting_delay(self.orders > 1);
+        let which = self.rng.random_range(0..CAMPAIGNS.len()) as u8;
+        if targeted && let Some(from) = self.first_silence_longer_than(delay, Some(self.end)) {
+            self.target(story, from + delay, which);
+        }
+    }
+
+    /// Returns the days of silence after which the targeting rule reaches the customer: a draw
+    /// from [`AT_RISK_DELAY_DAYS`], and for a repeat customer at least [`TARGET_SILENCE_GAPS`]
+    /// of its usual gaps (what a CRM sees of its cadence).
+    fn targeting_delay(&mut self, repeat: bool) -> f64 {
+        let days = uniform(&mut self.rng, AT_RISK_DELAY_DAYS);
+        if repeat {
+            days.max(TARGET_SILENCE_GAPS * self.gap)
+        } else {
+            days
+        }
+    }
+
+    /// Returns the day of the order that starts the customer's first gap longer than `days`
+    /// between its orders so far (and, with `until`, the silence from its last order to then).
+    fn first_silence_longer_than(&self, days: f64, until: Option<f64>) -> Option<f64> {
+        let orders: Vec<f64> = self
+            .drafts
+            .iter()
+            .filter(|d| matches!(d.body, Body::Order(_)))
+            .map(|d| f64::from(d.t) / SECS_PER_DAY)
+            .collect();
+        let last = orders.last().copied();
+        orders
+            .windows(2)
+            .map(|w| (w[0], w[1]))
+            .chain(last.zip(until))
+            .find(|(a, b)| b - a > days)
+            .map(|(a, _)| a)
+    }
+
+    /// Sends campaign `which` to the customer on `day` (if it falls early enough for its
+    /// outcome to be seen), with no effect.
+    fn target(&mut self, story: &mut Story, day: f64, which: u8) {
+        if day >= self.end - CAMPAIGN_RESUME_DELAY_DAYS.1 {
+            return;
+        }
+        if let Some(t) = self.push(day, Body::Retention { campaign: which }) {
+            story.campaign = Some((which, t, CampaignEffect::None));
         }
     }
 

@@ -377,11 +377,17 @@ pub const NEWSLETTER_BLAST: Campaign = Campaign {
 /// The campaigns, in the order the generator picks from (each with equal probability).
 pub const CAMPAIGNS: [Campaign; 2] = [WINBACK_CALL, NEWSLETTER_BLAST];
 
-/// The probability that an at-risk customer (a churner who has been silent for a while) is
-/// targeted by one of the [`CAMPAIGNS`]; the others are the untreated comparison group.
+/// The probability that a repeat customer, the first time it has been silent for
+/// [`AT_RISK_DELAY_DAYS`], is targeted by one of the [`CAMPAIGNS`]. The rule sees the silence,
+/// not the churn, as a CRM would: it reaches churners (whom a campaign that works brings back)
+/// and customers in a long gap who would have ordered anyway (on whom it changes nothing); the
+/// others are the untreated comparison group.
 pub const AT_RISK_TARGET_PROBABILITY: f64 = 0.5;
 
-/// The range of days after a churner's last order at which a campaign reaches them.
+/// A repeat customer is reached no sooner than this many of its usual gaps into a silence.
+pub const TARGET_SILENCE_GAPS: f64 = 3.0;
+
+/// The range of days of silence (drawn per customer) at which a campaign reaches it.
 pub const AT_RISK_DELAY_DAYS: (f64, f64) = (30.0, 75.0);
 
 /// The range of days after a successful campaign before the customer's next order.

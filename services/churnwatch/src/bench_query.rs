@@ -117,7 +117,7 @@ fn synthetic_profile(i: u64, mix: &mut Mix) -> Profile {
         first_categories: vec!["coffee".into()],
         last_retention: None,
         retention_actions: vec![],
-        risk_episode: None,
+        risk_episodes: Vec::new(),
         stage_history: vec![],
     }
 }

@@ -1,8 +1,9 @@
 //! `churnwatch eval`: runs the core over an event file and scores it against the generator's
 //! ground truth: precision and recall of "level ≥ high" for churners, the lead time of the
-//! alarm, and the confusion of true archetypes against the stages churnwatch assigned.
+//! alarm, the confusion of true archetypes against the stages churnwatch assigned, and each
+//! campaign's measured uplift against its true effect.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use churnwatch_core::time::DAY;
@@ -52,6 +53,97 @@ pub struct EvalReport {
     pub stage_matrix: BTreeMap<String, BTreeMap<String, u64>>,
     /// Customers per risk level at as-of.
     pub risk_levels: BTreeMap<String, u64>,
+    /// Each campaign's uplift, as the campaign report measures it, against its true effect.
+    pub campaigns: Vec<CampaignCheck>,
+}
+
+/// A campaign's measured uplift against the truth, over the same customers.
+#[derive(Debug, Serialize)]
+pub struct CampaignCheck {
+    /// The campaign.
+    pub campaign: String,
+    /// Judged treated customers matched to controls: the customers both figures are over.
+    pub matched: u64,
+    /// The uplift the campaign report measures, against matched controls.
+    pub measured_uplift: f64,
+    /// Its 95% interval.
+    pub low: f64,
+    /// Its 95% interval.
+    pub high: f64,
+    /// The true effect on those customers: the share the campaign brought back within the
+    /// follow-up window, who would not have ordered without it.
+    pub true_effect: f64,
+    /// Whether the true effect lies inside the interval.
+    pub covered: bool,
+}
+
+/// Follow-up window of the campaign check, as the campaign report's default.
+pub const CAMPAIGN_FOLLOW_UP_DAYS: i64 = 90;
+
+/// Measures every campaign's uplift with the campaign report over the run's final profiles and
+/// sets it against the truth's per-customer effects.
+pub fn check_campaigns(
+    run: &CoreRun,
+    replay: &churnwatch_core::replay::Replay,
+    truth: &[TruthRecord],
+    as_of: Timestamp,
+) -> Vec<CampaignCheck> {
+    use churnwatch_core::campaign::CampaignAccumulator;
+    use churnwatch_synth::CampaignEffect;
+
+    let follow_up = CAMPAIGN_FOLLOW_UP_DAYS * DAY;
+    let profiles: Vec<churnwatch_core::output::Profile> = replay
+        .states()
+        .filter_map(|s| {
+            run.finals
+                .get(&s.customer_id)
+                .map(|a| churnwatch_core::output::profile(s, a))
+        })
+        .collect();
+    let mut acc = CampaignAccumulator::new(follow_up, as_of);
+    for p in &profiles {
+        acc.add(p);
+    }
+    let ts = |t: time::OffsetDateTime| Timestamp(t.unix_timestamp());
+    let truth: HashMap<&str, &TruthRecord> =
+        truth.iter().map(|t| (t.customer_id.as_str(), t)).collect();
+    // Per campaign: matched treated customers, of them brought back by it.
+    let mut effects: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for p in &profiles {
+        for (campaign, at) in acc.matched_actions(p) {
+            let brought_back = truth.get(p.customer_id.as_str()).is_some_and(|t| {
+                t.campaign_effect == Some(CampaignEffect::Resumed)
+                    && t.reactivated_at
+                        .map(ts)
+                        .is_some_and(|r| r >= at && r.since(at) <= follow_up)
+            });
+            let e = effects.entry(campaign).or_default();
+            e.0 += 1;
+            e.1 += u64::from(brought_back);
+        }
+    }
+    let report = acc.finish();
+    report
+        .campaigns
+        .iter()
+        .filter_map(|c| {
+            let u = c.uplift?;
+            let (n, back) = effects
+                .get(c.campaign.as_str())
+                .copied()
+                .unwrap_or_default();
+            let true_effect = ratio(back, n);
+            Some(CampaignCheck {
+                campaign: c.campaign.clone(),
+                matched: u.matched,
+                measured_uplift: u.uplift,
+                low: u.low,
+                high: u.high,
+                true_effect,
+                covered: u.low <= true_effect && true_effect <= u.high,
+            })
+        })
+        .collect()
 }
 
 /// Quantiles of the lead time.
@@ -150,6 +242,7 @@ pub fn score(run: &CoreRun, truth: &[TruthRecord], as_of: Timestamp) -> EvalRepo
         },
         stage_matrix: matrix,
         risk_levels: levels,
+        campaigns: Vec::new(),
     }
 }
 
@@ -222,7 +315,37 @@ impl fmt::Display for EvalReport {
             .iter()
             .map(|l| format!("{l} {}", self.risk_levels.get(l.as_str()).unwrap_or(&0)))
             .collect();
-        writeln!(f, "Risk levels at as-of: {}", levels.join(", "))
+        writeln!(f, "Risk levels at as-of: {}", levels.join(", "))?;
+        if !self.campaigns.is_empty() {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "Campaigns: uplift against matched controls (order within {CAMPAIGN_FOLLOW_UP_DAYS} days) and the true effect on the same customers"
+            )?;
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED);
+            table.set_header([
+                "campaign",
+                "matched",
+                "uplift",
+                "95% interval",
+                "true effect",
+                "inside",
+            ]);
+            let pts = |x: f64| format!("{:+.1} pts", 100.0 * x);
+            for c in &self.campaigns {
+                table.add_row([
+                    Cell::new(&c.campaign),
+                    Cell::new(c.matched).set_alignment(CellAlignment::Right),
+                    Cell::new(pts(c.measured_uplift)).set_alignment(CellAlignment::Right),
+                    Cell::new(format!("{} to {}", pts(c.low), pts(c.high))),
+                    Cell::new(pts(c.true_effect)).set_alignment(CellAlignment::Right),
+                    Cell::new(if c.covered { "yes" } else { "no" }),
+                ]);
+            }
+            writeln!(f, "{table}")?;
+        }
+        Ok(())
     }
 }
 
@@ -340,7 +463,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         })?;
 
     let (lines, bar) = open_lines(&args.events)?;
-    let (run, as_of, _) = crate::offline::run_core(
+    let (run, as_of, replay) = crate::offline::run_core(
         lines,
         &parse,
         churnwatch_core::Model::default(),
@@ -348,7 +471,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         args.core.refit_every_secs(),
         &bar,
     )?;
-    let report = score(&run, &truth, as_of);
+    let mut report = score(&run, &truth, as_of);
+    report.campaigns = check_campaigns(&run, &replay, &truth, as_of);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

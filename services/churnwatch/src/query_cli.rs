@@ -507,7 +507,7 @@ fn outcome_json(o: Option<&v1::CampaignOutcome>) -> serde_json::Value {
     let o = o.cloned().unwrap_or_default();
     json!({
         "judged": o.judged, "ordered_again": o.ordered_again, "left_risk": o.left_risk,
-        "succeeded": o.succeeded, "success_rate": o.success_rate,
+        "order_rate": o.order_rate,
     })
 }
 
@@ -524,11 +524,17 @@ fn campaigns_json(r: &v1::GetCampaignReportResponse) -> serde_json::Value {
 }
 
 fn campaigns_text(r: &v1::GetCampaignReportResponse) -> String {
-    let rate = |o: Option<&v1::CampaignOutcome>| {
-        o.and_then(|o| o.success_rate)
-            .map_or("-".into(), |x| format!("{:.1}%", 100.0 * x))
+    let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
+    let outcome = |o: Option<&v1::CampaignOutcome>| {
+        let o = o.cloned().unwrap_or_default();
+        let rate =
+            |k: u64| (o.judged > 0).then(|| format!("{:.1}%", 100.0 * k as f64 / o.judged as f64));
+        [
+            o.judged.to_string(),
+            rate(o.ordered_again).unwrap_or_else(|| "-".into()),
+            rate(o.left_risk).unwrap_or_else(|| "-".into()),
+        ]
     };
-    let judged = |o: Option<&v1::CampaignOutcome>| o.map_or(0, |o| o.judged);
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header([
@@ -536,27 +542,29 @@ fn campaigns_text(r: &v1::GetCampaignReportResponse) -> String {
         "targeted",
         "at risk then",
         "judged",
-        "succeeded",
+        "ordered again",
+        "left high risk",
     ]);
     for c in &r.campaigns {
-        t.add_row([
+        let mut row = vec![
             Cell::new(&c.campaign),
-            Cell::new(c.targeted).set_alignment(CellAlignment::Right),
-            Cell::new(c.targeted_at_risk).set_alignment(CellAlignment::Right),
-            Cell::new(judged(c.outcome.as_ref())).set_alignment(CellAlignment::Right),
-            Cell::new(rate(c.outcome.as_ref())).set_alignment(CellAlignment::Right),
-        ]);
+            right(c.targeted.to_string()),
+            right(c.targeted_at_risk.to_string()),
+        ];
+        row.extend(outcome(c.outcome.as_ref()).map(right));
+        t.add_row(row);
     }
-    let control = r.untargeted_at_risk.as_ref();
-    t.add_row([
+    let mut row = vec![
         Cell::new("(at risk, not targeted)"),
-        Cell::new("-"),
-        Cell::new("-"),
-        Cell::new(judged(control)).set_alignment(CellAlignment::Right),
-        Cell::new(rate(control)).set_alignment(CellAlignment::Right),
-    ]);
+        right("-".into()),
+        right("-".into()),
+    ];
+    row.extend(outcome(r.untargeted_at_risk.as_ref()).map(right));
+    t.add_row(row);
     format!(
-        "{t}\nsucceeded: ordered again or left the high and critical risk levels within {} days\n",
+        "{t}\noutcome: an order within {} days of the action (or of the start of an untargeted at-risk spell); \
+         leaving high risk is shown beside it, not counted as success. The untargeted row is a reference, \
+         not a matched control group: the difference is not a campaign's effect\n",
         r.follow_up_days
     )
 }

@@ -965,7 +965,7 @@ mod tests {
             first_categories: vec![],
             last_retention: None,
             retention_actions: vec![],
-            risk_episode: None,
+            risk_episodes: Vec::new(),
             stage_history: vec![],
         }
     }

@@ -443,6 +443,11 @@ async fn reports_are_answered_from_the_view_and_their_arguments_are_checked() {
         action: "offer".into(),
         campaign: Some("winback".into()),
         level_at_action: RiskLevel::High,
+        // A profile published before actions recorded the customer's standing.
+        risk_at_action: None,
+        silence_at_action: None,
+        stage_at_action: None,
+        tier_at_action: None,
         ordered_again_at: Some(day(-190)),
         left_risk_at: None,
     }];
@@ -499,7 +504,7 @@ async fn reports_are_answered_from_the_view_and_their_arguments_are_checked() {
         (winback.campaign.as_str(), winback.targeted),
         ("winback", 1)
     );
-    assert_eq!(winback.outcome.unwrap().success_rate, Some(1.0));
+    assert_eq!(winback.outcome.unwrap().order_rate, Some(1.0));
 
     let p = client
         .get_profitability_report(v1::GetProfitabilityReportRequest::default())
