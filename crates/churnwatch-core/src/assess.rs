@@ -380,16 +380,18 @@ pub fn record(state: &mut CustomerState, a: &Assessment) -> Changes {
             h.drain(..h.len() - MAX_STAGE_HISTORY);
         }
     }
+    let standing = Standing {
+        at: a.at,
+        risk: a.risk_score as f32,
+        silence: crate::campaign::silence_bucket(a.days_since_last_order, a.typical_interval_days),
+        stage: a.stage,
+        tier: a.value_tier,
+    };
     // The customer's standing at an action is the first assessment at or after it.
-    let silence = crate::campaign::silence_bucket(a.days_since_last_order, a.typical_interval_days);
     for m in &mut state.retention {
-        if !m.assessed && a.at >= m.at {
+        if m.standing.is_none() && a.at >= m.at {
             m.level_at_action = a.risk_level;
-            m.risk_at_action = a.risk_score as f32;
-            m.silence_at_action = silence;
-            m.stage_at_action = a.stage;
-            m.tier_at_action = a.value_tier;
-            m.assessed = true;
+            m.standing = Some(standing);
         }
     }
     let at_risk = a.risk_level >= RiskLevel::High;
@@ -411,19 +413,13 @@ pub fn record(state: &mut CustomerState, a: &Assessment) -> Changes {
         && e.left_risk_at.is_none()
         && a.at >= e.since
     {
-        let band = crate::campaign::risk_band(a.risk_score);
+        let cell = |s: &Standing| (crate::campaign::risk_band(f64::from(s.risk)), s.silence);
         if e.standings.len() < MAX_STANDINGS
-            && e.standings.last().is_none_or(|s| {
-                (crate::campaign::risk_band(f64::from(s.risk)), s.silence) != (band, silence)
-            })
+            && e.standings
+                .last()
+                .is_none_or(|s| cell(s) != cell(&standing))
         {
-            e.standings.push(Standing {
-                at: a.at,
-                risk: a.risk_score as f32,
-                silence,
-                stage: a.stage,
-                tier: a.value_tier,
-            });
+            e.standings.push(standing);
         }
     }
     if !at_risk {
@@ -443,7 +439,6 @@ pub fn record(state: &mut CustomerState, a: &Assessment) -> Changes {
     state.stage_since = a.stage_since;
     state.risk_level = a.risk_level;
     state.risk_score = a.risk_score as f32;
-    state.value_tier = a.value_tier;
     state.last_assessed_at = Some(state.last_assessed_at.map_or(a.at, |l| l.max(a.at)));
     if changes.any() {
         state.changes += 1;

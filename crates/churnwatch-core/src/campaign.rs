@@ -8,8 +8,7 @@
 //!
 //! Treated and control customers are matched exactly on a stratum: the risk band (tenths of
 //! the probability of no order in the risk horizon), the silence in usual gaps
-//! ([`silence_bucket`]), the stage, the tier and the calendar quarter of the action or of the
-//! control's standing. A control's standings are taken at every change of band or silence
+//! ([`silence_bucket`]), the stage, the tier and the calendar quarter of the standing. A control's standings are taken at every change of band or silence
 //! bucket during an at-risk spell, before the customer orders again. Because the risk is a calibrated probability, a
 //! stratum holds customers with the same chance of ordering without help, so the difference in
 //! order rates within it is the campaign's effect. The uplift is the average of those
@@ -32,7 +31,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::output::{Profile, RetentionSummary, SpellStanding};
+use crate::output::{Profile, RetentionSummary, Standing};
 use crate::profit::ValueTier;
 use crate::risk::RiskLevel;
 use crate::stage::Stage;
@@ -149,30 +148,14 @@ pub fn risk_band(risk: f64) -> u8 {
 }
 
 impl Stratum {
-    fn of(
-        risk: Option<f64>,
-        silence: Option<u8>,
-        stage: Option<Stage>,
-        tier: Option<ValueTier>,
-        at: Timestamp,
-    ) -> Option<Self> {
-        Some(Self {
-            band: risk_band(risk.filter(|r| r.is_finite())?),
-            silence: silence?,
-            stage: stage?,
-            tier: tier?,
-            quarter: at.month().0.div_euclid(3),
-        })
-    }
-
-    fn of_action(r: &RetentionSummary) -> Option<Self> {
-        Self::of(
-            r.risk_at_action,
-            r.silence_at_action,
-            r.stage_at_action,
-            r.tier_at_action,
-            r.at,
-        )
+    fn of(s: &Standing) -> Self {
+        Self {
+            band: risk_band(s.risk),
+            silence: s.silence,
+            stage: s.stage,
+            tier: s.tier,
+            quarter: s.at.month().0.div_euclid(3),
+        }
     }
 }
 
@@ -272,7 +255,7 @@ impl CampaignAccumulator {
                 c.result
                     .outcome
                     .count(ordered, within(r.at, r.left_risk_at));
-                match Stratum::of_action(r) {
+                match r.standing.as_ref().map(Stratum::of) {
                     Some(s) => c.cells.entry(s).or_default().add(ordered),
                     None => c.result.unmatched += 1,
                 }
@@ -284,7 +267,7 @@ impl CampaignAccumulator {
         for e in &p.risk_episodes {
             // A standing is a control when no action reached the customer from the spell's
             // start to the end of the standing's follow-up window.
-            let unreached = |s: &SpellStanding| {
+            let unreached = |s: &Standing| {
                 let end = s.at.plus(self.follow_up);
                 !p.retention_actions
                     .iter()
@@ -298,14 +281,8 @@ impl CampaignAccumulator {
                 if i == 0 {
                     self.control.count(ordered, within(s.at, e.left_risk_at));
                 }
-                if let Some(stratum) = Stratum::of(
-                    Some(s.risk),
-                    Some(s.silence),
-                    Some(s.stage),
-                    Some(s.tier),
-                    s.at,
-                ) && !counted.contains(&stratum)
-                {
+                let stratum = Stratum::of(s);
+                if !counted.contains(&stratum) {
                     counted.push(stratum);
                     self.controls.entry(stratum).or_default().add(ordered);
                 }
@@ -321,7 +298,9 @@ impl CampaignAccumulator {
         first_actions(p)
             .filter(|(_, r)| {
                 self.as_of.since(r.at) >= self.follow_up
-                    && Stratum::of_action(r).is_some_and(|s| self.controls.contains_key(&s))
+                    && r.standing
+                        .as_ref()
+                        .is_some_and(|s| self.controls.contains_key(&Stratum::of(s)))
             })
             .map(|(name, r)| (name, r.at))
             .collect()
@@ -414,8 +393,7 @@ mod tests {
             mark.level_at_action >= RiskLevel::High,
             "silent for 100 days: at risk when the offer went out"
         );
-        assert!(mark.risk_at_action.is_some_and(|r| r > 0.5), "{mark:?}");
-        assert!(mark.stage_at_action.is_some() && mark.tier_at_action.is_some());
+        assert!(mark.standing.is_some_and(|s| s.risk > 0.5), "{mark:?}");
         let ignored = profiles["ignored"]
             .risk_episodes
             .last()
@@ -510,10 +488,13 @@ mod tests {
                 action: "call".into(),
                 campaign: Some("call".into()),
                 level_at_action: RiskLevel::High,
-                risk_at_action: Some(risk),
-                silence_at_action: Some(3),
-                stage_at_action: Some(Stage::CoreDefector),
-                tier_at_action: Some(ValueTier::B),
+                standing: Some(Standing {
+                    at: day(400),
+                    risk,
+                    silence: 3,
+                    stage: Stage::CoreDefector,
+                    tier: ValueTier::B,
+                }),
                 ordered_again_at: ordered.then(|| day(410)),
                 left_risk_at: None,
             }];
@@ -525,7 +506,7 @@ mod tests {
             p.retention_actions = vec![];
             p.risk_episodes = vec![crate::output::RiskSpell {
                 since: day(380),
-                standings: vec![SpellStanding {
+                standings: vec![Standing {
                     at: day(395),
                     risk,
                     silence: 3,

@@ -167,20 +167,10 @@ pub struct RetentionSummary {
     pub campaign: Option<String>,
     /// The risk level at the time.
     pub level_at_action: RiskLevel,
-    /// The risk probability at the time (the first assessment at or after it); `None` until
-    /// then and in profiles that predate it.
+    /// The customer's standing at the first assessment at or after it; `None` until then and
+    /// in profiles that predate it.
     #[serde(default)]
-    pub risk_at_action: Option<f64>,
-    /// The silence at the time, as [`crate::campaign::silence_bucket`]; `None` until the
-    /// first assessment after it and in profiles that predate it.
-    #[serde(default)]
-    pub silence_at_action: Option<u8>,
-    /// The lifecycle stage at the time; `None` in profiles that predate it.
-    #[serde(default)]
-    pub stage_at_action: Option<Stage>,
-    /// The value tier at the time; `None` in profiles that predate it.
-    #[serde(default)]
-    pub tier_at_action: Option<ValueTier>,
+    pub standing: Option<Standing>,
     /// The first order after it.
     #[serde(default, with = "crate::time::rfc3339::option")]
     pub ordered_again_at: Option<Timestamp>,
@@ -195,10 +185,10 @@ pub struct RiskSpell {
     /// When it began.
     #[serde(with = "crate::time::rfc3339")]
     pub since: Timestamp,
-    /// The customer's standing at the first assessment in each risk band the spell reached
-    /// before an order, in time order.
+    /// The customer's standing at the first assessment of each risk band and silence bucket
+    /// the spell went through before an order, in time order.
     #[serde(default)]
-    pub standings: Vec<SpellStanding>,
+    pub standings: Vec<Standing>,
     /// The first order after that.
     #[serde(with = "crate::time::rfc3339::option")]
     pub ordered_again_at: Option<Timestamp>,
@@ -207,9 +197,10 @@ pub struct RiskSpell {
     pub left_risk_at: Option<Timestamp>,
 }
 
-/// A customer's standing at one moment of an at-risk spell, as published in a profile.
+/// A customer's standing at one assessment (at a retention action, or during an at-risk
+/// spell), as published in a profile.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SpellStanding {
+pub struct Standing {
     /// When.
     #[serde(with = "crate::time::rfc3339")]
     pub at: Timestamp,
@@ -332,17 +323,7 @@ pub fn profile(state: &CustomerState, a: &Assessment) -> Profile {
             .iter()
             .map(|e| RiskSpell {
                 since: e.since,
-                standings: e
-                    .standings
-                    .iter()
-                    .map(|s| SpellStanding {
-                        at: s.at,
-                        risk: f64::from(s.risk),
-                        silence: s.silence,
-                        stage: s.stage,
-                        tier: s.tier,
-                    })
-                    .collect(),
+                standings: e.standings.iter().map(standing).collect(),
                 ordered_again_at: e.ordered_again_at,
                 left_risk_at: e.left_risk_at,
             })
@@ -362,16 +343,23 @@ pub fn profile(state: &CustomerState, a: &Assessment) -> Profile {
     }
 }
 
+fn standing(s: &crate::state::Standing) -> Standing {
+    Standing {
+        at: s.at,
+        risk: f64::from(s.risk),
+        silence: s.silence,
+        stage: s.stage,
+        tier: s.tier,
+    }
+}
+
 fn retention_summary(r: &crate::state::RetentionMark) -> RetentionSummary {
     RetentionSummary {
         at: r.at,
         action: r.action.clone(),
         campaign: r.campaign.clone(),
         level_at_action: r.level_at_action,
-        risk_at_action: r.assessed.then_some(f64::from(r.risk_at_action)),
-        silence_at_action: r.assessed.then_some(r.silence_at_action),
-        stage_at_action: r.assessed.then_some(r.stage_at_action),
-        tier_at_action: r.assessed.then_some(r.tier_at_action),
+        standing: r.standing.as_ref().map(standing),
         ordered_again_at: r.ordered_again_at,
         left_risk_at: r.left_risk_at,
     }

@@ -218,22 +218,12 @@ pub struct RetentionMark {
     pub action: String,
     /// Its campaign, when any.
     pub campaign: Option<String>,
-    /// The customer's risk level when the action was taken.
+    /// The customer's risk level when the action was taken: the state's last decision until
+    /// the first assessment at or after the action, that assessment's from then on.
     pub level_at_action: RiskLevel,
-    /// The customer's risk probability when the action was taken: with the stage and the
-    /// tier, the key it is matched to untargeted customers on.
-    pub risk_at_action: f32,
-    /// The customer's silence when the action was taken, as
-    /// [`crate::campaign::silence_bucket`].
-    pub silence_at_action: u8,
-    /// The customer's lifecycle stage when the action was recorded.
-    pub stage_at_action: Stage,
-    /// The customer's value tier when the action was recorded.
-    pub tier_at_action: ValueTier,
-    /// Whether the level, risk, stage and tier above come from an assessment at or after the
-    /// action ([`crate::assess::record`] fills them in from the first one); until then they
-    /// are the state's last decisions, which may be older than the action.
-    pub assessed: bool,
+    /// The customer's standing at the first assessment at or after the action (filled in by
+    /// [`crate::assess::record`]): what it is matched to untargeted customers on.
+    pub standing: Option<Standing>,
     /// The first order after the action. Exact when the action arrives before the orders after
     /// it or with at most [`RECENT_ORDERS`] of them behind it; an action arriving later still
     /// can only see the orders remembered.
@@ -244,8 +234,8 @@ pub struct RetentionMark {
     key: u64,
 }
 
-/// The customer's standing at one moment of an at-risk spell: what a retention action taken
-/// then would be matched on.
+/// The customer's standing at one assessment (at a retention action, or during an at-risk
+/// spell): what an action and an untargeted customer are matched on.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Standing {
     /// When the assessment was taken.
@@ -342,8 +332,6 @@ pub struct CustomerState {
     pub risk_level: RiskLevel,
     /// Risk score of the last evaluation recorded.
     pub risk_score: f32,
-    /// Value tier of the last evaluation recorded.
-    pub value_tier: ValueTier,
     /// Evaluations recorded that changed the stage or the risk level.
     pub changes: u64,
     /// When the customer was last assessed.
@@ -376,7 +364,6 @@ impl CustomerState {
             stage_since: None,
             risk_level: RiskLevel::Low,
             risk_score: 0.0,
-            value_tier: ValueTier::default(),
             changes: 0,
             last_assessed_at: None,
         }
@@ -488,11 +475,7 @@ pub fn apply(state: &mut CustomerState, event: &Event) -> Applied {
                     action: action.action.clone(),
                     campaign: action.campaign.clone(),
                     level_at_action: state.risk_level,
-                    risk_at_action: state.risk_score,
-                    silence_at_action: 0,
-                    stage_at_action: state.stage,
-                    tier_at_action: state.value_tier,
-                    assessed: false,
+                    standing: None,
                     ordered_again_at,
                     left_risk_at: None,
                     key,

@@ -1,6 +1,6 @@
 //! Domain types to and from their protobuf messages; the one place where the two meet.
 
-use churnwatch_core::output::{Profile, RetentionSummary, RiskSpell};
+use churnwatch_core::output::{Profile, RetentionSummary, RiskSpell, Standing};
 use churnwatch_core::profit::ValueTier;
 use churnwatch_core::report::{
     CampaignReport, Outcome, ProfitabilityReport, RetentionReport, StageReport,
@@ -92,14 +92,17 @@ fn retention(r: &RetentionSummary) -> v1::RetentionAction {
         level_at_action: risk_level_to_proto(r.level_at_action) as i32,
         ordered_again_at: r.ordered_again_at.map(timestamp),
         left_risk_at: r.left_risk_at.map(timestamp),
-        risk_at_action: r.risk_at_action,
-        silence_at_action: r.silence_at_action.map(u32::from),
-        stage_at_action: r
-            .stage_at_action
-            .map_or(v1::Stage::Unspecified, stage_to_proto) as i32,
-        tier_at_action: r
-            .tier_at_action
-            .map_or(v1::ValueTier::Unspecified, tier_to_proto) as i32,
+        standing: r.standing.as_ref().map(standing),
+    }
+}
+
+fn standing(s: &Standing) -> v1::Standing {
+    v1::Standing {
+        at: Some(timestamp(s.at)),
+        risk: s.risk,
+        silence: u32::from(s.silence),
+        stage: stage_to_proto(s.stage) as i32,
+        tier: tier_to_proto(s.tier) as i32,
     }
 }
 
@@ -108,17 +111,7 @@ fn risk_episode(e: &RiskSpell) -> v1::RiskEpisode {
         since: Some(timestamp(e.since)),
         ordered_again_at: e.ordered_again_at.map(timestamp),
         left_risk_at: e.left_risk_at.map(timestamp),
-        standings: e
-            .standings
-            .iter()
-            .map(|s| v1::SpellStanding {
-                at: Some(timestamp(s.at)),
-                risk: s.risk,
-                silence: u32::from(s.silence),
-                stage: stage_to_proto(s.stage) as i32,
-                tier: tier_to_proto(s.tier) as i32,
-            })
-            .collect(),
+        standings: e.standings.iter().map(standing).collect(),
     }
 }
 

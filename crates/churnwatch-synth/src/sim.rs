@@ -449,33 +449,21 @@ impl<'a> Sim<'a> {
         // and the campaign reached the customer then, when it changed nothing.
         if let Some(from) = self.first_silence_longer_than(delay, None) {
             if targeted {
-                self.target(story, from + delay, which as u8);
+                self.target(story, from + delay, which as u8, CampaignEffect::None);
             }
             return;
         }
-        // Campaigns land early enough for a resumed order to fall inside the period, and reach a
-        // reactivator only while it is still silent.
-        if !targeted
-            || at >= self.end - CAMPAIGN_RESUME_DELAY_DAYS.1
-            || comeback.is_some_and(|c| at >= c)
-        {
+        // A campaign reaches a reactivator only while it is still silent.
+        if !targeted || comeback.is_some_and(|c| at >= c) {
             return;
         }
-        let Some(at_t) = self.push(
-            at,
-            Body::Retention {
-                campaign: which as u8,
-            },
-        ) else {
-            return;
-        };
         let effect = if works && comeback.is_none() {
             CampaignEffect::Resumed
         } else {
             CampaignEffect::None
         };
-        story.campaign = Some((which as u8, at_t, effect));
-        if effect == CampaignEffect::Resumed
+        if self.target(story, at, which as u8, effect)
+            && effect == CampaignEffect::Resumed
             && let Some((_, t)) = self.orders_from(back, self.end, resume)
         {
             story.reactivated = Some(t);
@@ -492,7 +480,7 @@ impl<'a> Sim<'a> {
         let delay = self.targeting_delay(self.orders > 1);
         let which = self.rng.random_range(0..CAMPAIGNS.len()) as u8;
         if targeted && let Some(from) = self.first_silence_longer_than(delay, Some(self.end)) {
-            self.target(story, from + delay, which);
+            self.target(story, from + delay, which, CampaignEffect::None);
         }
     }
 
@@ -526,15 +514,17 @@ impl<'a> Sim<'a> {
             .map(|(a, _)| a)
     }
 
-    /// Sends campaign `which` to the customer on `day` (if it falls early enough for its
-    /// outcome to be seen), with no effect.
-    fn target(&mut self, story: &mut Story, day: f64, which: u8) {
+    /// Sends campaign `which` to the customer on `day`, with `effect`, if it lands early enough
+    /// for a resumed order to fall inside the period; returns whether it was sent.
+    fn target(&mut self, story: &mut Story, day: f64, which: u8, effect: CampaignEffect) -> bool {
         if day >= self.end - CAMPAIGN_RESUME_DELAY_DAYS.1 {
-            return;
+            return false;
         }
-        if let Some(t) = self.push(day, Body::Retention { campaign: which }) {
-            story.campaign = Some((which, t, CampaignEffect::None));
-        }
+        let Some(t) = self.push(day, Body::Retention { campaign: which }) else {
+            return false;
+        };
+        story.campaign = Some((which, t, effect));
+        true
     }
 
     /// Places orders from `from` on at the usual cadence while before `until`; returns the day

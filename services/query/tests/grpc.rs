@@ -444,10 +444,7 @@ async fn reports_are_answered_from_the_view_and_their_arguments_are_checked() {
         campaign: Some("winback".into()),
         level_at_action: RiskLevel::High,
         // A profile published before actions recorded the customer's standing.
-        risk_at_action: None,
-        silence_at_action: None,
-        stage_at_action: None,
-        tier_at_action: None,
+        standing: None,
         ordered_again_at: Some(day(-190)),
         left_risk_at: None,
     }];
