@@ -268,8 +268,8 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
 
     let risk_model = params.risk.for_horizon(t.risk_horizon_days);
     let (risk_score, reasons) = rfm.map_or((0.0, Vec::new()), |s| {
-        let f = churn::features_given(state, now, s, typical, &params.bgnbd, t);
-        risk_model.explain(&f, t)
+        let path = churn::path_given(state, now, s, typical, &params.bgnbd, t);
+        risk_model.explain(&path, t)
     });
     let risk_level = RiskLevel::with_hysteresis(risk_score, state.risk_level, t);
 

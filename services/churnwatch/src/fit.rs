@@ -91,9 +91,10 @@ pub fn run(args: &FitArgs) -> Result<()> {
     }
     match &fit.risk {
         Ok(m) => println!(
-            "risk model:  fitted on {} back-labelled customers, {:.1}% of them silent over {} days",
+            "risk model:  fitted on {} back-labelled customers, {:.1}% of them silent over the {:.0} days after (a step of the {}-day horizon)",
             m.samples,
             100.0 * m.base_rate,
+            m.step_days,
             m.horizon_days
         ),
         Err(e) => println!("risk model:  not refitted ({e})"),
