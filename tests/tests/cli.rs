@@ -125,6 +125,16 @@ fn eval_scores_a_generated_feed_against_its_truth() {
     assert!(report["lead_time_days"]["median"].as_f64().is_some());
     let stages = report["stage_matrix"]["prospect"].as_object().unwrap();
     assert!(stages["prospect"].as_u64().unwrap() > 0);
+    // Every published stage move, counted by its two ends.
+    let moves = report["stage_moves"].as_object().unwrap();
+    assert!(
+        moves["prospect -> first_time"].as_u64().unwrap() > 0,
+        "{moves:?}"
+    );
+    assert!(
+        moves["first_time -> early_repeat"].as_u64().unwrap() > 0,
+        "{moves:?}"
+    );
     // The campaign check: the matched uplift beside the true effect on the same customers.
     let campaigns = report["campaigns"].as_array().unwrap();
     assert!(!campaigns.is_empty(), "{report}");
@@ -164,6 +174,7 @@ fn eval_scores_a_generated_feed_against_its_truth() {
         "recall",
         "lead time",
         "Stage confusion",
+        "Stage moves over the replay: ",
         "silent_churner",
         "core_defector",
     ] {
@@ -520,4 +531,63 @@ fn footprint_fills_a_real_store_and_reports_its_cost_per_customer() {
     let o = run("churnwatch", &args);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("is not empty"), "{}", stderr(&o));
+}
+
+/// Runs `churnwatch` with its standard output a pipe whose reader has already gone, as
+/// `churnwatch … | head` is once `head` has read enough.
+fn run_into_a_closed_pipe(args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(churnwatch_e2e::bin("churnwatch"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_a_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("e.jsonl");
+    let events = events.to_str().unwrap();
+    let truth = dir.path().join("t.csv");
+    let truth = truth.to_str().unwrap();
+    let o = run(
+        "churnwatch",
+        &[
+            "generate",
+            "--customers",
+            "200",
+            "--months",
+            "12",
+            "--seed",
+            "3",
+            "--truth",
+            truth,
+            "--output",
+            events,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A writer that propagates the error (generate's JSON lines), and commands that print a
+    // report (backtest's tables; eval's).
+    for args in [
+        &["generate", "--customers", "2000", "--months", "12"][..],
+        &["backtest", "--events", events][..],
+        &["eval", "--events", events, "--truth", truth][..],
+    ] {
+        let o = run_into_a_closed_pipe(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {:?}\n{}",
+            o.status,
+            stderr(&o)
+        );
+        assert!(
+            !stderr(&o).contains("panicked") && !stderr(&o).contains("Broken pipe"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
 }

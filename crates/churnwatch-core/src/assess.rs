@@ -292,6 +292,11 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
     let silent_past_lost = state
         .last_order_at
         .is_some_and(|l| now.since(l) >= lost_after);
+    // How long the risk has stood on its side of the high boundary: a core customer defects,
+    // and a defector recovers, only once that has lasted `stage_confirm_days`.
+    let confirm = confirm_secs(t);
+    let side_since = risk_side_since(state, risk_level, now);
+    let side_held = side_since.is_none_or(|s| now.since(s) >= confirm);
     let facts = StageFacts {
         orders: totals.orders,
         orders_12m: last12.orders,
@@ -302,6 +307,8 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
                 .zip(state.stage_since)
                 .is_some_and(|(l, since)| l > since),
         risk: risk_level,
+        defection_confirmed: risk_level >= RiskLevel::High && side_held,
+        recovery_confirmed: risk_level < RiskLevel::High && side_held,
         core_min_orders_12m: t.core_min_orders_12m,
     };
     let transition = stage::next_stage(state.stage, &facts);
@@ -312,7 +319,13 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
             // and a live run agree.
             let since = match tr.reason {
                 TransitionReason::WentSilent => state.last_order_at.map(|l| l.plus(lost_after)),
-                TransitionReason::Defecting | TransitionReason::Recovered => Some(now),
+                // When the evidence had lasted long enough, whenever the assessment noticed.
+                TransitionReason::Defecting | TransitionReason::Recovered => Some(
+                    side_since
+                        .map(|s| s.plus(confirm))
+                        .filter(|c| *c <= now)
+                        .unwrap_or(now),
+                ),
                 _ => state.last_order_at,
             };
             (tr.to, since)
@@ -479,12 +492,38 @@ pub fn undo_move_contradicted_by(
     })
 }
 
+/// Returns `stage_confirm_days` in seconds.
+fn confirm_secs(t: &Thresholds) -> i64 {
+    (t.stage_confirm_days * DAY as f64).round() as i64
+}
+
+/// Returns since when the customer's risk has stood on the side of the high boundary that
+/// `risk_level` is on: `now` when this assessment crosses it, the start of the latest at-risk
+/// spell while it stays high, the spell's end while it stays below; `None` when it was never
+/// high (or a state kept no spell).
+fn risk_side_since(
+    state: &CustomerState,
+    risk_level: RiskLevel,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let high = risk_level >= RiskLevel::High;
+    if high != (state.risk_level >= RiskLevel::High) {
+        return Some(now);
+    }
+    let spell = state.risk_episodes.last()?;
+    if high {
+        Some(spell.since)
+    } else {
+        spell.left_risk_at
+    }
+}
+
 /// How often an active customer is looked at again even when no threshold is near, so month
 /// boundaries and the slow decay of P(alive) are noticed.
 pub const MAX_EVALUATION_GAP_SECS: i64 = 7 * DAY;
 
 /// Returns the next time silence alone could change this customer's assessment (overdue
-/// starting or saturating, lost), at most [`MAX_EVALUATION_GAP_SECS`] ahead; `None` for
+/// starting or saturating, lost, a defection or recovery confirmed), at most [`MAX_EVALUATION_GAP_SECS`] ahead; `None` for
 /// prospects and lost customers, whom only a new event can change.
 pub fn next_evaluation_at(
     state: &CustomerState,
@@ -502,6 +541,18 @@ pub fn next_evaluation_at(
         for multiple in [t.overdue_start_multiple, t.overdue_full_multiple] {
             candidates.push(last.plus((d * multiple * DAY as f64).ceil() as i64));
         }
+    }
+    // A core customer's defection, or a defector's recovery, is due once its risk has held.
+    let confirm = confirm_secs(t);
+    let spell = state.risk_episodes.last();
+    match state.stage {
+        Stage::Core if state.risk_level >= RiskLevel::High => {
+            candidates.extend(spell.map(|e| e.since.plus(confirm)));
+        }
+        Stage::CoreDefector if state.risk_level < RiskLevel::High => {
+            candidates.extend(spell.and_then(|e| e.left_risk_at).map(|l| l.plus(confirm)));
+        }
+        _ => {}
     }
     let soonest = candidates.into_iter().filter(|c| *c > now).min();
     let cap = now.plus(MAX_EVALUATION_GAP_SECS);

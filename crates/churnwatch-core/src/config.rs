@@ -43,6 +43,11 @@ pub struct Thresholds {
     /// How far below a boundary the score must fall before the level drops (default 0.05), so
     /// a score hovering at a boundary does not flap.
     pub risk_hysteresis: f64,
+    /// Days a core customer's risk must stay high or critical before it becomes a core
+    /// defector, and a core defector's below high before it is core again (default 14): one
+    /// long gap between regular orders is not a defection, nor one order a recovery. 0 moves
+    /// at the first assessment, as the risk level does.
+    pub stage_confirm_days: f64,
     /// Share of profitable customers in tier A (default 0.2).
     pub tier_a_share: f64,
     /// Share of profitable customers in tier B (default 0.3); the rest with margin ≥ 0 are C.
@@ -87,6 +92,7 @@ impl Default for Thresholds {
             high_risk: 0.5,
             critical_risk: 0.75,
             risk_hysteresis: 0.05,
+            stage_confirm_days: 14.0,
             tier_a_share: 0.2,
             tier_b_share: 0.3,
             divest_contacts_per_order: 1.0,
@@ -160,6 +166,10 @@ impl Thresholds {
         check(
             (0.0..self.medium_risk).contains(&self.risk_hysteresis),
             "risk_hysteresis must be in [0, medium_risk)",
+        );
+        check(
+            (0.0..=365.0).contains(&self.stage_confirm_days),
+            "stage_confirm_days must be from 0 to 365",
         );
         check(
             self.tier_a_share > 0.0

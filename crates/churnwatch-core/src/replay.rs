@@ -259,4 +259,95 @@ mod tests {
         }
         assert_eq!(log.1, 9, "one refit per 30 days of event time crossed");
     }
+
+    /// Replays a weekly core customer who falls silent for `gap` days, then orders weekly
+    /// again, with `confirm` days of `stage_confirm_days`; returns its stage events and the
+    /// risk events that put it at high risk.
+    fn stage_moves_through_a_gap(gap: i64, confirm: f64) -> (Vec<Output>, Vec<Timestamp>) {
+        let model = Model {
+            thresholds: crate::Thresholds {
+                stage_confirm_days: confirm,
+                ..Default::default()
+            },
+            ..Model::default()
+        };
+        let mut replay = Replay::new(model, None);
+        let mut log = Log::default();
+        let mut day = 0;
+        for n in 0..30 {
+            replay.apply(&order("c", n, day), &mut log);
+            day += if n == 19 { gap } else { 7 };
+        }
+        let stages = log
+            .0
+            .iter()
+            .filter(|o| matches!(o, Output::Stage(_)))
+            .cloned()
+            .collect();
+        let high = log
+            .0
+            .iter()
+            .filter_map(|o| match o {
+                Output::Risk(r)
+                    if r.level >= crate::RiskLevel::High
+                        && r.previous_level < crate::RiskLevel::High =>
+                {
+                    Some(r.at)
+                }
+                _ => None,
+            })
+            .collect();
+        (stages, high)
+    }
+
+    fn moves(stages: &[Output]) -> Vec<(Stage, Stage)> {
+        stages
+            .iter()
+            .filter_map(|o| match o {
+                Output::Stage(s) => Some((s.from, s.to)),
+                Output::Risk(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_core_customer_defects_only_once_its_high_risk_has_lasted() {
+        use Stage::*;
+        let path = [
+            (Prospect, FirstTime),
+            (FirstTime, EarlyRepeat),
+            (EarlyRepeat, Core),
+        ];
+        // A 40-day gap in a weekly habit puts the risk at high for a while: with no
+        // confirmation that is a defection and a recovery; held to 14 days, it is neither
+        // when the spell is shorter.
+        let (flap, high) = stage_moves_through_a_gap(40, 0.0);
+        assert!(!high.is_empty(), "the gap raised the risk to high");
+        let mut want = path.to_vec();
+        want.extend([(Core, CoreDefector), (CoreDefector, Core)]);
+        assert_eq!(moves(&flap), want);
+        let (held, high) = stage_moves_through_a_gap(40, 30.0);
+        assert!(!high.is_empty());
+        assert_eq!(moves(&held), path.to_vec(), "a spell shorter than 30 days");
+        // A long silence is a defection, dated when the high risk had lasted 14 days (a timer
+        // notices it then), and one order back is not yet a recovery: 14 days below high are.
+        let (long, high) = stage_moves_through_a_gap(120, 14.0);
+        let mut want = path.to_vec();
+        want.extend([(Core, CoreDefector), (CoreDefector, Core)]);
+        assert_eq!(moves(&long), want);
+        let at = |from: Stage, to: Stage| {
+            long.iter()
+                .find_map(|o| match o {
+                    Output::Stage(s) if (s.from, s.to) == (from, to) => Some(s.at),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        let gap_from = Timestamp(1_704_067_200 + 19 * 7 * DAY);
+        let high_in_gap = high.iter().find(|h| **h > gap_from).unwrap();
+        assert_eq!(at(Core, CoreDefector), high_in_gap.plus(14 * DAY));
+        let back = gap_from.plus(120 * DAY);
+        let recovered = at(CoreDefector, Core);
+        assert!(recovered >= back.plus(14 * DAY), "{recovered} vs {back}");
+    }
 }

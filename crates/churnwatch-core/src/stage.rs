@@ -23,7 +23,7 @@ pub enum Stage {
     EarlyRepeat,
     /// Orders regularly: at least `core_min_orders_12m` orders in the last 12 months.
     Core,
-    /// Was core, now showing high churn risk.
+    /// Was core, now showing high churn risk, sustained for `stage_confirm_days`.
     CoreDefector,
     /// Silent for longer than the lost threshold.
     Lost,
@@ -74,9 +74,9 @@ pub enum TransitionReason {
     RepeatOrder,
     /// Enough orders in the last 12 months to count as core.
     BecameCore,
-    /// A core customer's risk reached high.
+    /// A core customer's risk stayed high for `stage_confirm_days`.
     Defecting,
-    /// A core defector's risk fell back below high.
+    /// A core defector's risk stayed below high for `stage_confirm_days`.
     Recovered,
     /// Silent for longer than the lost threshold.
     WentSilent,
@@ -122,6 +122,12 @@ pub struct StageFacts {
     pub ordered_since_lost: bool,
     /// The current risk level.
     pub risk: RiskLevel,
+    /// Whether the risk has been high or critical for `stage_confirm_days`: what makes a core
+    /// customer a core defector.
+    pub defection_confirmed: bool,
+    /// Whether the risk has been below high for `stage_confirm_days` (or never was high): what
+    /// makes a core defector core again.
+    pub recovery_confirmed: bool,
     /// Orders in the last 12 months that make a customer core.
     pub core_min_orders_12m: u32,
 }
@@ -163,11 +169,11 @@ pub fn next_stage(current: Stage, f: &StageFacts) -> Option<Transition> {
         }
         Stage::Lost => None,
         _ if f.silent_past_lost => go(Stage::Lost, TransitionReason::WentSilent),
-        Stage::Core if f.risk >= RiskLevel::High => {
+        Stage::Core if f.risk >= RiskLevel::High && f.defection_confirmed => {
             go(Stage::CoreDefector, TransitionReason::Defecting)
         }
         Stage::Core => None,
-        Stage::CoreDefector if f.risk < RiskLevel::High => {
+        Stage::CoreDefector if f.risk < RiskLevel::High && f.recovery_confirmed => {
             go(Stage::Core, TransitionReason::Recovered)
         }
         Stage::CoreDefector => None,
@@ -203,7 +209,17 @@ mod tests {
             silent_past_lost: silent,
             ordered_since_lost,
             risk,
+            defection_confirmed: true,
+            recovery_confirmed: true,
             core_min_orders_12m: 4,
+        }
+    }
+
+    fn unconfirmed(f: StageFacts) -> StageFacts {
+        StageFacts {
+            defection_confirmed: false,
+            recovery_confirmed: false,
+            ..f
         }
     }
 
@@ -280,6 +296,18 @@ mod tests {
             (
                 Core,
                 facts(9, 0, true, false, Critical),
+                Some((Lost, WentSilent)),
+            ),
+            // ... but not before the high risk has lasted, nor the recovery
+            (Core, unconfirmed(facts(9, 4, false, false, Critical)), None),
+            (
+                CoreDefector,
+                unconfirmed(facts(9, 3, false, false, Low)),
+                None,
+            ),
+            (
+                Core,
+                unconfirmed(facts(9, 0, true, false, Critical)),
                 Some((Lost, WentSilent)),
             ),
             // core defector

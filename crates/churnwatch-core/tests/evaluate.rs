@@ -106,9 +106,11 @@ fn the_defection_is_flagged_within_a_few_intervals_of_silence() {
     let (_, moves) = live("c", events, day(700.0), &model);
     let flagged = moves.iter().find(|m| m.2 == Stage::CoreDefector).unwrap().0;
     let days = flagged.days_since(last);
-    // Weekly re-evaluation: within five intervals of silence.
+    // Weekly re-evaluation puts the risk at high within five intervals of silence; the stage
+    // follows once that has lasted `stage_confirm_days`.
+    let confirm = model.thresholds.stage_confirm_days;
     assert!(
-        (20.0..=50.0).contains(&days),
+        (20.0 + confirm..=50.0 + confirm).contains(&days),
         "flagged {days} days after the last order"
     );
 }

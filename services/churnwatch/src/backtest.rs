@@ -24,6 +24,7 @@ use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
 use crate::eval::{CoreArgs, open_lines, parse_time};
+use crate::stdout::{out, outln};
 
 /// Arguments of `churnwatch backtest`.
 #[derive(Debug, clap::Args)]
@@ -271,9 +272,9 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
         cutoffs: reports,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{report}");
+        out!("{report}");
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ use scoring::{ClockKind, ScoringConfig};
 
 use crate::pipeline::{Pipeline, feed};
 use crate::progress;
+use crate::stdout::outln;
 
 /// Arguments of `churnwatch bench`.
 #[derive(Debug, clap::Args)]
@@ -161,11 +162,11 @@ pub fn run(args: &BenchArgs, shutdown: &CancellationToken) -> Result<()> {
         );
     }
     let pipeline_rate = n as f64 / secs;
-    println!("events: {n} ({applied} applied by scoring)");
-    println!("core only:      {core_rate:>10.0} events/s");
-    println!("bare relay:     {relay_rate:>10.0} events/s");
-    println!("pipeline:       {pipeline_rate:>10.0} events/s  ({secs:.1} s end to end)");
-    println!(
+    outln!("events: {n} ({applied} applied by scoring)");
+    outln!("core only:      {core_rate:>10.0} events/s");
+    outln!("bare relay:     {relay_rate:>10.0} events/s");
+    outln!("pipeline:       {pipeline_rate:>10.0} events/s  ({secs:.1} s end to end)");
+    outln!(
         "pipeline / relay = {:.2}, pipeline / core = {:.3}",
         pipeline_rate / relay_rate,
         pipeline_rate / core_rate
@@ -357,7 +358,7 @@ fn latency(
             .copied()
             .unwrap_or(f64::NAN)
     };
-    println!(
+    outln!(
         "latency at {rate} events/s ({sent} probes of 3 events, {achieved:.0} events/s achieved, {} measured): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         latencies.len(),
         q(0.5),

@@ -19,6 +19,7 @@ use churnwatch_runtime::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::pipeline::{EmbeddedBroker, feed};
+use crate::stdout::outln;
 
 /// Arguments of `churnwatch bench-query`.
 #[derive(Debug, clap::Args)]
@@ -188,7 +189,7 @@ pub fn run(args: &BenchQueryArgs, shutdown: &CancellationToken) -> Result<()> {
     let fed = feed(&producer, &kafka.topics.profiles, messages, &bar, shutdown)?;
     bar.finish_and_clear();
     let produce_secs = started.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "produced {fed} profiles in {produce_secs:.1} s ({:.0} profiles/s)",
         fed as f64 / produce_secs
     );
@@ -260,7 +261,7 @@ pub fn run(args: &BenchQueryArgs, shutdown: &CancellationToken) -> Result<()> {
     bar.finish_and_clear();
     let rebuild_secs = rebuild_started.elapsed().as_secs_f64();
     let loaded = view.len()?;
-    println!(
+    outln!(
         "view rebuilt from the topic: {loaded} profiles in {rebuild_secs:.1} s ({:.0} profiles/s); view on disk {:.1} MiB",
         stats.consumed.load(Ordering::Relaxed) as f64 / rebuild_secs,
         dir_bytes(view_dir.path()) as f64 / 1048576.0
@@ -280,7 +281,7 @@ pub fn run(args: &BenchQueryArgs, shutdown: &CancellationToken) -> Result<()> {
         .map_err(|_| anyhow::anyhow!("query panicked"))?
         .context("query failed")?;
     let (latency, max) = result?;
-    println!("{latency}\n{max}");
+    outln!("{latency}\n{max}");
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use scoring::{ClockKind, ScoringConfig};
 use crate::eval::CoreArgs;
 use crate::pipeline::{EmbeddedBroker, Pipeline, feed};
 use crate::progress;
+use crate::stdout::{out, outln};
 
 /// Arguments of `churnwatch demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -172,7 +173,7 @@ pub fn run(args: &DemoArgs, shutdown: &CancellationToken) -> Result<()> {
             }
         }
         if live && last_draw.elapsed() >= Duration::from_secs(1) {
-            print!(
+            out!(
                 "\x1b[2J\x1b[H{}",
                 summary(
                     &pipeline,
@@ -182,7 +183,7 @@ pub fn run(args: &DemoArgs, shutdown: &CancellationToken) -> Result<()> {
                     done_at
                 )
             );
-            println!(
+            outln!(
                 "\ngRPC API at {api}: churnwatch query --addr {api} at-risk --level high\n(Ctrl-C to stop)"
             );
             last_draw = Instant::now();
@@ -193,7 +194,7 @@ pub fn run(args: &DemoArgs, shutdown: &CancellationToken) -> Result<()> {
     let text = summary(&pipeline, args, fed, elapsed, done_at);
     shutdown.cancel();
     pipeline_result(pipeline)?;
-    print!("{text}");
+    out!("{text}");
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
 use crate::offline::CoreRun;
+use crate::stdout::{out, outln};
 
 /// Churners whose churn lies at least this long before the as-of time count as detectable.
 pub const DETECTABLE_AFTER_DAYS: i64 = 60;
@@ -55,6 +56,8 @@ pub struct EvalReport {
     pub risk_levels: BTreeMap<String, u64>,
     /// Each campaign's uplift, as the campaign report measures it, against its true effect.
     pub campaigns: Vec<CampaignCheck>,
+    /// Stage changes published over the replay, by "from -> to".
+    pub stage_moves: BTreeMap<String, u64>,
 }
 
 /// A campaign's measured uplift against the truth, over the same customers.
@@ -243,6 +246,11 @@ pub fn score(run: &CoreRun, truth: &[TruthRecord], as_of: Timestamp) -> EvalRepo
         stage_matrix: matrix,
         risk_levels: levels,
         campaigns: Vec::new(),
+        stage_moves: run
+            .stage_moves
+            .iter()
+            .map(|((from, to), n)| (format!("{from} -> {to}"), *n))
+            .collect(),
     }
 }
 
@@ -316,6 +324,12 @@ impl fmt::Display for EvalReport {
             .map(|l| format!("{l} {}", self.risk_levels.get(l.as_str()).unwrap_or(&0)))
             .collect();
         writeln!(f, "Risk levels at as-of: {}", levels.join(", "))?;
+        let moves: Vec<String> = self
+            .stage_moves
+            .iter()
+            .map(|(m, n)| format!("{m} {n}"))
+            .collect();
+        writeln!(f, "Stage moves over the replay: {}", moves.join(", "))?;
         if !self.campaigns.is_empty() {
             writeln!(f)?;
             writeln!(
@@ -404,6 +418,11 @@ pub struct EvalArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Days a core customer's risk must stay high before it becomes a core defector, and a
+    /// defector's below high before it is core again (the scoring configuration's
+    /// `stage_confirm_days`); 0 moves at the first assessment.
+    #[arg(long, default_value_t = churnwatch_core::Thresholds::default().stage_confirm_days)]
+    pub stage_confirm_days: f64,
     #[command(flatten)]
     pub core: CoreArgs,
 }
@@ -463,10 +482,20 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         })?;
 
     let (lines, bar) = open_lines(&args.events)?;
+    let thresholds = churnwatch_core::Thresholds {
+        stage_confirm_days: args.stage_confirm_days,
+        ..Default::default()
+    };
+    thresholds
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--stage-confirm-days: {}", e.join("; ")))?;
     let (run, as_of, replay) = crate::offline::run_core(
         lines,
         &parse,
-        churnwatch_core::Model::default(),
+        churnwatch_core::Model {
+            thresholds,
+            ..Default::default()
+        },
         args.as_of,
         args.core.refit_every_secs(),
         &bar,
@@ -474,9 +503,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let mut report = score(&run, &truth, as_of);
     report.campaigns = check_campaigns(&run, &replay, &truth, as_of);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{report}");
+        out!("{report}");
     }
     Ok(())
 }

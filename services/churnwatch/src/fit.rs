@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use churnwatch_core::{Model, Thresholds, Timestamp};
 
+use crate::stdout::outln;
+
 /// Arguments of `churnwatch fit`.
 #[derive(Debug, clap::Args)]
 pub struct FitArgs {
@@ -67,7 +69,7 @@ pub fn run(args: &FitArgs) -> Result<()> {
     let now = match (args.as_of, watermark) {
         (Some(t), _) => t,
         (None, Some(w)) => {
-            println!("as of the store's watermark {w} (--as-of to choose another time)");
+            outln!("as of the store's watermark {w} (--as-of to choose another time)");
             w
         }
         (None, None) => churnwatch_runtime::wall_now(),
@@ -78,35 +80,43 @@ pub fn run(args: &FitArgs) -> Result<()> {
     spinner.finish_and_clear();
     let b = fit.params.bgnbd;
     let g = fit.params.gamma_gamma;
-    println!("customers: {}", fit.customers);
+    outln!("customers: {}", fit.customers);
     match &fit.bgnbd {
-        Ok(_) => println!(
+        Ok(_) => outln!(
             "BG/NBD:      r {:.4}  alpha {:.4}  a {:.4}  b {:.4}",
-            b.r, b.alpha, b.a, b.b
+            b.r,
+            b.alpha,
+            b.a,
+            b.b
         ),
-        Err(e) => println!(
+        Err(e) => outln!(
             "BG/NBD:      not refitted ({e}); kept r {:.4}  alpha {:.4}  a {:.4}  b {:.4}",
-            b.r, b.alpha, b.a, b.b
+            b.r,
+            b.alpha,
+            b.a,
+            b.b
         ),
     }
     match &fit.risk {
-        Ok(m) => println!(
+        Ok(m) => outln!(
             "risk model:  fitted on {} back-labelled customers, {:.1}% of them silent over the {:.0} days after (a step of the {}-day horizon)",
             m.samples,
             100.0 * m.base_rate,
             m.step_days,
             m.horizon_days
         ),
-        Err(e) => println!("risk model:  not refitted ({e})"),
+        Err(e) => outln!("risk model:  not refitted ({e})"),
     }
     match &fit.gamma_gamma {
-        Ok(_) => println!("Gamma-Gamma: p {:.4}  q {:.4}  v {:.4}", g.p, g.q, g.v),
-        Err(e) => println!(
+        Ok(_) => outln!("Gamma-Gamma: p {:.4}  q {:.4}  v {:.4}", g.p, g.q, g.v),
+        Err(e) => outln!(
             "Gamma-Gamma: not refitted ({e}); kept p {:.4}  q {:.4}  v {:.4}",
-            g.p, g.q, g.v
+            g.p,
+            g.q,
+            g.v
         ),
     }
-    println!(
+    outln!(
         "stored in {}; scoring serves them from its next start",
         args.state_dir.display()
     );

@@ -12,6 +12,8 @@ use churnwatch_core::engine::{Clock, Engine, Work};
 use churnwatch_core::{Model, Timestamp, parse_event};
 use churnwatch_store::{Commit, LiveBytes, Store};
 
+use crate::stdout::outln;
+
 /// Arguments of `churnwatch footprint`.
 #[derive(Debug, clap::Args)]
 pub struct FootprintArgs {
@@ -130,20 +132,20 @@ pub fn run(args: &FootprintArgs) -> Result<()> {
     let peak_kb = proc_status_kb("VmHWM:").unwrap_or(0);
     let rss_kb = proc_status_kb("VmRSS:").unwrap_or(0);
     let per = |bytes: u64| bytes as f64 / total.max(1) as f64;
-    println!(
+    outln!(
         "customers:        {total} over {} partitions",
         args.partitions
     );
-    println!(
+    outln!(
         "events:           {events} applied in {secs:.1} s ({:.0} events/s), {rejected} rejected",
         events as f64 / secs
     );
-    println!(
+    outln!(
         "sled on disk:     {:.1} MiB = {:.0} bytes per customer",
         disk as f64 / 1048576.0,
         per(disk)
     );
-    println!(
+    outln!(
         "live data:        {:.1} MiB = {:.0} bytes per customer (states {:.0}, event ids {:.0}, timers {:.0}); sled uses {:.1}x that on disk",
         live.total() as f64 / 1048576.0,
         per(live.total()),
@@ -152,7 +154,7 @@ pub fn run(args: &FootprintArgs) -> Result<()> {
         per(live.timers),
         disk as f64 / live.total().max(1) as f64
     );
-    println!(
+    outln!(
         "peak RSS:         {:.1} MiB = {:.0} bytes per customer (now {:.1} MiB)",
         peak_kb as f64 / 1024.0,
         per(peak_kb * 1024),

@@ -19,6 +19,7 @@ mod pipeline;
 mod progress;
 mod query_cli;
 mod run;
+mod stdout;
 mod time_sort;
 
 use anyhow::Result;
@@ -72,8 +73,19 @@ enum Command {
     Query(query_cli::QueryArgs),
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run_command(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader of the output went away (`| head`): nothing is wrong.
+        Err(e) if stdout::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(cli: Cli) -> Result<()> {
     // Signals are caught by a small async runtime; the commands themselves run on threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -9,7 +9,7 @@ use churnwatch_core::engine::Output;
 use churnwatch_core::population::PopulationFit;
 use churnwatch_core::replay::{Observer, Replay};
 use churnwatch_core::{
-    Assessment, CustomerState, Event, Model, ParseConfig, RejectCode, RiskLevel, Timestamp,
+    Assessment, CustomerState, Event, Model, ParseConfig, RejectCode, RiskLevel, Stage, Timestamp,
     parse_event,
 };
 use indicatif::ProgressBar;
@@ -48,12 +48,17 @@ pub struct CoreRun {
     pub risk_changes: u64,
     /// Stage changes emitted.
     pub stage_changes: u64,
+    /// Stage changes emitted, by (from, to).
+    pub stage_moves: BTreeMap<(Stage, Stage), u64>,
 }
 
 impl Observer for CoreRun {
     fn published(&mut self, output: &Output) {
         match output {
-            Output::Stage(_) => self.stage_changes += 1,
+            Output::Stage(s) => {
+                self.stage_changes += 1;
+                *self.stage_moves.entry((s.from, s.to)).or_default() += 1;
+            }
             Output::Risk(r) => {
                 self.risk_changes += 1;
                 let flags = self.flags.entry(r.customer_id.clone()).or_default();

@@ -9,6 +9,8 @@ use comfy_table::{Cell, CellAlignment, Table};
 use serde_json::json;
 use tonic::transport::Channel;
 
+use crate::stdout::{out, outln};
+
 /// Arguments of `churnwatch query`.
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
@@ -204,9 +206,9 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
                     .status();
                 let name = status.as_str_name();
                 if args.json {
-                    println!("{}", json!({ "status": name }));
+                    outln!("{}", json!({ "status": name }));
                 } else {
-                    println!("{name}");
+                    outln!("{name}");
                 }
                 if status != tonic_health::pb::health_check_response::ServingStatus::Serving {
                     std::process::exit(1);
@@ -223,9 +225,9 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
                     .profile
                     .context("the service answered without a profile")?;
                 if args.json {
-                    println!("{}", serde_json::to_string_pretty(&profile_json(&p))?);
+                    outln!("{}", serde_json::to_string_pretty(&profile_json(&p))?);
                 } else {
-                    print!("{}", customer_text(&p));
+                    out!("{}", customer_text(&p));
                 }
             }
             QueryCommand::AtRisk {
@@ -242,10 +244,10 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
                 let customers = list(&mut client, level, order, *limit).await?;
                 if args.json {
                     for p in &customers {
-                        println!("{}", profile_json(p));
+                        outln!("{}", profile_json(p));
                     }
                 } else {
-                    print!("{}", at_risk_table(&customers, level));
+                    out!("{}", at_risk_table(&customers, level));
                 }
             }
             QueryCommand::Stages { months } => {
@@ -258,9 +260,9 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
                     .map_err(status_error)?
                     .into_inner();
                 if args.json {
-                    println!("{}", stages_json(&s));
+                    outln!("{}", stages_json(&s));
                 } else {
-                    print!("{}", stages_text(&s));
+                    out!("{}", stages_text(&s));
                 }
             }
             QueryCommand::Retention { months } => {
@@ -278,7 +280,7 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
                     r.window_end.as_ref().map(time_text).unwrap_or_default()
                 );
                 if args.json {
-                    println!(
+                    outln!(
                         "{}",
                         json!({
                             "window_start": r.window_start.as_ref().map(time_text),
@@ -294,16 +296,16 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
                         })
                     );
                 } else {
-                    println!("Retention over the last {months} months ({window}):");
-                    println!(
+                    outln!("Retention over the last {months} months ({window}):");
+                    outln!(
                         "  customers lost:        {} (what they cost: {} over the next 12 months, {} over their lifetime)",
                         r.customers_lost,
                         money(r.lost_value_minor),
                         money(r.lost_lifetime_value_minor)
                     );
-                    println!("  customers acquired:    {}", r.customers_acquired);
-                    println!("  customers reactivated: {}", r.customers_reactivated);
-                    println!(
+                    outln!("  customers acquired:    {}", r.customers_acquired);
+                    outln!("  customers reactivated: {}", r.customers_reactivated);
+                    outln!(
                         "  retention rate:        {} ({} of {} customers active at the start still active)",
                         r.retention_rate
                             .map_or("-".into(), |x| format!("{:.1}%", 100.0 * x)),
@@ -322,9 +324,9 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
                     .map_err(status_error)?
                     .into_inner();
                 if args.json {
-                    println!("{}", profitability_json(&r));
+                    outln!("{}", profitability_json(&r));
                 } else {
-                    print!("{}", profitability_text(&r));
+                    out!("{}", profitability_text(&r));
                 }
             }
             QueryCommand::Campaigns { follow_up_days } => {
@@ -337,9 +339,9 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
                     .map_err(status_error)?
                     .into_inner();
                 if args.json {
-                    println!("{}", campaigns_json(&r));
+                    outln!("{}", campaigns_json(&r));
                 } else {
-                    print!("{}", campaigns_text(&r));
+                    out!("{}", campaigns_text(&r));
                 }
             }
             QueryCommand::Watch {
@@ -373,9 +375,9 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
                         break;
                     };
                     if args.json {
-                        println!("{}", change_json(&change));
+                        outln!("{}", change_json(&change));
                     } else {
-                        println!("{}", change_text(&change));
+                        outln!("{}", change_text(&change));
                     }
                 }
             }
