@@ -326,6 +326,9 @@ fn the_pipeline_ends_in_the_same_state_as_the_pure_core_and_dead_letters_with_re
         "churnwatch_scoring_events_applied_total",
         "churnwatch_scoring_pending_timers",
         "churnwatch_scoring_state_disk_bytes",
+        // Every customer in the feed placed a first order here, and was worth something then.
+        "churnwatch_scoring_customers_acquired_total",
+        "churnwatch_scoring_acquired_value_minor_total",
     ] {
         assert!(
             metric(&scoring_metrics, series).is_some_and(|v| v > 0.0),
@@ -1079,6 +1082,25 @@ fn the_query_service_serves_what_scoring_computed_once_caught_up_and_rebuilds_an
         lost >= lost_now && lost > 0,
         "{report} against {lost_now} lost now"
     );
+    // Month by month: 24 or 25 calendar months, the moves adding up to the window's.
+    let months = report["months"].as_array().unwrap();
+    assert!((24..=25).contains(&months.len()), "{report}");
+    let total = |k: &str| months.iter().map(|m| m[k].as_u64().unwrap()).sum::<u64>();
+    assert!(
+        total("lost") >= lost,
+        "every customer lost is a move: {report}"
+    );
+    assert_eq!(
+        total("acquired"),
+        report["customers_acquired"].as_u64().unwrap()
+    );
+    for m in months {
+        let net = m["acquired"].as_i64().unwrap() + m["reactivated"].as_i64().unwrap()
+            - m["lost"].as_i64().unwrap();
+        assert_eq!(m["net"].as_i64(), Some(net), "{m}");
+    }
+    let (ok, text) = ask(&addr, &["retention", "--months", "24"]);
+    assert!(ok && text.contains("Customer flow by month"), "{text}");
     let (ok, report) = ask(&addr, &["campaigns"]);
     assert!(ok && report.contains("(at risk, not targeted)"), "{report}");
     // The change stream from the oldest change kept: high-risk moves with their reasons.

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::output::Profile;
 use crate::profit::ValueTier;
 use crate::stage::Stage;
-use crate::time::Timestamp;
+use crate::time::{MonthIndex, Timestamp};
 
 pub use crate::campaign::{CampaignAccumulator, CampaignReport, CampaignResult, Outcome, Uplift};
 
@@ -136,12 +136,57 @@ pub struct RetentionReport {
     pub retained: u64,
     /// `retained / active_at_start`; `None` without customers active at the start.
     pub retention_rate: Option<f64>,
+    /// The flow of customers in every calendar month the window touches, oldest first.
+    pub months: Vec<MonthFlow>,
+}
+
+/// The flow of customers in one calendar month (the part of it inside the report's window).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MonthFlow {
+    /// The month, `YYYY-MM`.
+    pub month: String,
+    /// Customers whose first order fell in it.
+    pub acquired: u64,
+    /// Moves to lost in it.
+    pub lost: u64,
+    /// Lost customers who ordered again in it.
+    pub reactivated: u64,
+    /// `acquired + reactivated − lost`: how the active base changed.
+    pub net: i64,
+    /// What the customers lost were expected to bring over the next 12 months, minor units.
+    pub lost_value: i64,
+    /// Their lifetime value, minor units.
+    pub lost_lifetime_value: i64,
+    /// What the customers acquired were expected to bring over their first 12 months when they
+    /// first ordered (a new customer's expectation), minor units.
+    pub acquired_value: i64,
+}
+
+impl MonthFlow {
+    fn new(month: MonthIndex) -> Self {
+        Self {
+            month: month.to_string(),
+            acquired: 0,
+            lost: 0,
+            reactivated: 0,
+            net: 0,
+            lost_value: 0,
+            lost_lifetime_value: 0,
+            acquired_value: 0,
+        }
+    }
+
+    /// Returns whether more customers were lost than acquired and won back.
+    pub fn defection_outpaces_acquisition(&self) -> bool {
+        self.net < 0
+    }
 }
 
 /// Builds a [`RetentionReport`].
 #[derive(Debug, Clone)]
 pub struct RetentionAccumulator {
     report: RetentionReport,
+    months: BTreeMap<MonthIndex, MonthFlow>,
 }
 
 impl RetentionAccumulator {
@@ -158,14 +203,45 @@ impl RetentionAccumulator {
                 active_at_start: 0,
                 retained: 0,
                 retention_rate: None,
+                months: Vec::new(),
             },
+            months: BTreeMap::new(),
         }
+    }
+
+    fn month(&mut self, at: Timestamp) -> &mut MonthFlow {
+        let m = at.month();
+        self.months.entry(m).or_insert_with(|| MonthFlow::new(m))
     }
 
     /// Counts one profile.
     pub fn add(&mut self, p: &Profile) {
+        let w = self.report.window;
+        for c in p.stage_history.iter().filter(|c| w.contains(c.at)) {
+            if c.to == Stage::Lost {
+                let m = self.month(c.at);
+                m.lost += 1;
+                m.lost_value = m.lost_value.saturating_add(c.retained_12m.max(0));
+                m.lost_lifetime_value = m
+                    .lost_lifetime_value
+                    .saturating_add(c.lifetime_value.max(0));
+            }
+            if c.from == Stage::Lost {
+                self.month(c.at).reactivated += 1;
+            }
+        }
+        if let Some(first) = p.first_order_at.filter(|t| w.contains(*t)) {
+            // The move out of prospect carries what the new customer was expected to bring.
+            let value = p
+                .stage_history
+                .iter()
+                .find(|c| c.from == Stage::Prospect)
+                .map_or(0, |c| c.retained_12m.max(0));
+            let m = self.month(first);
+            m.acquired += 1;
+            m.acquired_value = m.acquired_value.saturating_add(value);
+        }
         let r = &mut self.report;
-        let w = r.window;
         let in_window = || p.stage_history.iter().filter(|c| w.contains(c.at));
         if let Some(lost) = in_window().rfind(|c| c.to == Stage::Lost) {
             r.customers_lost += 1;
@@ -194,6 +270,16 @@ impl RetentionAccumulator {
         let r = &mut self.report;
         r.retention_rate =
             (r.active_at_start > 0).then(|| r.retained as f64 / r.active_at_start as f64);
+        if r.window.end > r.window.start {
+            let (first, last) = (r.window.start.month(), r.window.end.plus(-1).month());
+            let mut m = first;
+            while m <= last {
+                let mut flow = self.months.remove(&m).unwrap_or_else(|| MonthFlow::new(m));
+                flow.net = (flow.acquired + flow.reactivated) as i64 - flow.lost as i64;
+                r.months.push(flow);
+                m = m.offset(1);
+            }
+        }
         self.report
     }
 }
@@ -496,6 +582,41 @@ pub(crate) mod tests {
         assert_eq!(r.customers_reactivated, 1, "{r:?}");
         assert_eq!((r.active_at_start, r.retained), (2, 1), "{r:?}");
         assert_eq!(r.retention_rate, Some(0.5));
+        // Month by month: every month the window touches, the moves in the month they fell.
+        assert_eq!(r.months.len(), 13, "2024-12 (from day 365) to 2025-12");
+        assert_eq!(r.months[0].month, "2024-12");
+        let sum = |f: fn(&MonthFlow) -> u64| r.months.iter().map(f).sum::<u64>();
+        assert_eq!(sum(|m| m.lost), 1);
+        assert_eq!(sum(|m| m.acquired), 1);
+        assert_eq!(sum(|m| m.reactivated), 1);
+        let newbie = profiles["newbie"]
+            .first_order_at
+            .unwrap()
+            .month()
+            .to_string();
+        let comeback = profiles["comeback"]
+            .stage_history
+            .iter()
+            .find(|c| c.from == Stage::Lost)
+            .unwrap()
+            .at
+            .month()
+            .to_string();
+        for m in &r.months {
+            assert_eq!(m.net, (m.acquired + m.reactivated) as i64 - m.lost as i64);
+            assert_eq!(m.acquired, u64::from(m.month == newbie), "{m:?}");
+            assert_eq!(m.reactivated, u64::from(m.month == comeback), "{m:?}");
+            if m.lost > 0 {
+                assert_eq!(m.lost_value, r.lost_value);
+                assert!(m.defection_outpaces_acquisition() || m.acquired + m.reactivated > 0);
+            }
+            if m.acquired > 0 {
+                assert!(
+                    m.acquired_value > 0,
+                    "a new customer is worth something: {m:?}"
+                );
+            }
+        }
 
         // Over the first year the comeback customer is the one lost, and nobody came back.
         let mut acc = RetentionAccumulator::new(Window {

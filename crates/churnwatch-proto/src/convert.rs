@@ -212,6 +212,20 @@ pub fn retention_report_to_proto(r: &RetentionReport) -> v1::GetRetentionReportR
         retained: r.retained,
         retention_rate: r.retention_rate,
         lost_lifetime_value_minor: r.lost_lifetime_value,
+        months: r
+            .months
+            .iter()
+            .map(|m| v1::MonthFlow {
+                month: m.month.clone(),
+                acquired: m.acquired,
+                lost: m.lost,
+                reactivated: m.reactivated,
+                net: m.net,
+                lost_value_minor: m.lost_value,
+                lost_lifetime_value_minor: m.lost_lifetime_value,
+                acquired_value_minor: m.acquired_value,
+            })
+            .collect(),
     }
 }
 

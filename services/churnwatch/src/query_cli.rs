@@ -293,6 +293,16 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
                             "active_at_start": r.active_at_start,
                             "retained": r.retained,
                             "retention_rate": r.retention_rate,
+                            "months": r.months.iter().map(|m| json!({
+                                "month": m.month,
+                                "acquired": m.acquired,
+                                "lost": m.lost,
+                                "reactivated": m.reactivated,
+                                "net": m.net,
+                                "lost_value_minor": m.lost_value_minor,
+                                "lost_lifetime_value_minor": m.lost_lifetime_value_minor,
+                                "acquired_value_minor": m.acquired_value_minor,
+                            })).collect::<Vec<_>>(),
                         })
                     );
                 } else {
@@ -312,6 +322,7 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
                         r.retained,
                         r.active_at_start
                     );
+                    out!("{}", flow_table(&r.months));
                 }
             }
             QueryCommand::Profitability { divest } => {
@@ -877,6 +888,41 @@ fn at_risk_table(customers: &[v1::CustomerProfile], level: v1::RiskLevel) -> Str
         customers.len(),
         level_name(level)
     )
+}
+
+/// The month-by-month flow of a retention report, with the months where defection outpaced
+/// acquisition marked.
+fn flow_table(months: &[v1::MonthFlow]) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header([
+        "month",
+        "acquired",
+        "reactivated",
+        "lost",
+        "net",
+        "value acquired (12 months)",
+        "value lost (12 months)",
+        "",
+    ]);
+    for m in months {
+        let right = |v: String| Cell::new(v).set_alignment(CellAlignment::Right);
+        table.add_row([
+            Cell::new(&m.month),
+            right(m.acquired.to_string()),
+            right(m.reactivated.to_string()),
+            right(m.lost.to_string()),
+            right(format!("{:+}", m.net)),
+            right(money(m.acquired_value_minor)),
+            right(money(m.lost_value_minor)),
+            Cell::new(if m.net < 0 {
+                "defection outpaces acquisition"
+            } else {
+                ""
+            }),
+        ]);
+    }
+    format!("Customer flow by month:\n{table}\n")
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use churnwatch_core::engine::{Clock, Engine, Output, Work};
 use churnwatch_core::population::PopulationSummary;
+use churnwatch_core::stage::TransitionReason;
 use churnwatch_core::{Event, Model, ModelParams, RiskLevel, Stage, Thresholds};
 use churnwatch_kafka::rdkafka::Message;
 use churnwatch_kafka::rdkafka::consumer::{CommitMode, Consumer};
@@ -204,6 +205,15 @@ pub struct ScoringStats {
     pub lost_value: AtomicU64,
     /// Their lifetime value when they became lost, minor units of the reporting currency.
     pub lost_lifetime_value: AtomicU64,
+    /// Moves to lost undone by a late order placed before them (corrections).
+    pub lost_corrected: AtomicU64,
+    /// Customers who placed their first order (moved out of prospect).
+    pub customers_acquired: AtomicU64,
+    /// What they were expected to bring over their first 12 months when they first ordered
+    /// (a new customer's expectation), minor units of the reporting currency.
+    pub acquired_value: AtomicU64,
+    /// Lost customers who ordered again.
+    pub customers_reactivated: AtomicU64,
     /// Model refits whose BG/NBD or Gamma-Gamma fit failed (the previous parameters stay).
     pub refit_failures: AtomicU64,
     /// Customers re-assessed under new parameters by the sweep after a refit.
@@ -241,6 +251,10 @@ impl Default for ScoringStats {
             customers_lost: AtomicU64::default(),
             lost_value: AtomicU64::default(),
             lost_lifetime_value: AtomicU64::default(),
+            lost_corrected: AtomicU64::default(),
+            customers_acquired: AtomicU64::default(),
+            acquired_value: AtomicU64::default(),
+            customers_reactivated: AtomicU64::default(),
             refit_failures: AtomicU64::default(),
             rescored: AtomicU64::default(),
             rescores_pending: AtomicU64::default(),
@@ -330,6 +344,26 @@ impl Collector for ScoringStats {
                 "churnwatch_scoring_lost_lifetime_value_minor",
                 "Lifetime value (over the lifetime horizon, 3 years by default) of customers when they moved to the lost stage, in minor units (cents) of the reporting currency.",
                 &self.lost_lifetime_value,
+            ),
+            (
+                "churnwatch_scoring_lost_corrected",
+                "Moves to the lost stage undone by a late order placed before them (corrected stage events): subtract them from churnwatch_scoring_customers_lost.",
+                &self.lost_corrected,
+            ),
+            (
+                "churnwatch_scoring_customers_acquired",
+                "Customers who placed their first order (moved out of the prospect stage).",
+                &self.customers_acquired,
+            ),
+            (
+                "churnwatch_scoring_acquired_value_minor",
+                "Margin new customers were expected to bring over their first 12 months, summed when each placed its first order, in minor units (cents) of the reporting currency: set against churnwatch_scoring_lost_value_minor.",
+                &self.acquired_value,
+            ),
+            (
+                "churnwatch_scoring_customers_reactivated",
+                "Lost customers who ordered again (moved out of the lost stage as a reactivation).",
+                &self.customers_reactivated,
             ),
             (
                 "churnwatch_scoring_rescored_customers",
@@ -816,13 +850,30 @@ impl Scoring<'_> {
             match o {
                 Output::Risk(_) => s.risk_events.fetch_add(1, Ordering::Relaxed),
                 Output::Stage(e) => {
+                    let value = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
+                    if e.from == Stage::Prospect {
+                        s.customers_acquired.fetch_add(1, Ordering::Relaxed);
+                        let first = work.states.get(&e.customer_id).and_then(|st| {
+                            st.stage_history.iter().find(|c| c.from == Stage::Prospect)
+                        });
+                        s.acquired_value
+                            .fetch_add(value(first.map(|c| c.retained_12m)), Ordering::Relaxed);
+                    }
+                    match e.reason {
+                        TransitionReason::Reactivated => {
+                            s.customers_reactivated.fetch_add(1, Ordering::Relaxed);
+                        }
+                        TransitionReason::Corrected if e.from == Stage::Lost => {
+                            s.lost_corrected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {}
+                    }
                     if e.to == Stage::Lost {
                         s.customers_lost.fetch_add(1, Ordering::Relaxed);
                         // The move is the state's latest recorded one, with its values.
                         let lost = work.states.get(&e.customer_id).and_then(|st| {
                             st.stage_history.iter().rev().find(|c| c.to == Stage::Lost)
                         });
-                        let value = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
                         s.lost_value
                             .fetch_add(value(lost.map(|c| c.retained_12m)), Ordering::Relaxed);
                         s.lost_lifetime_value
