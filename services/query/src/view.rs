@@ -551,6 +551,8 @@ impl View {
         // The batch's own writes, seen by its later messages: customer → header now (None:
         // deleted).
         let mut pending: BTreeMap<String, Option<Header>> = BTreeMap::new();
+        // When the profiles this batch wrote were assessed: what their stage moves came after.
+        let mut pending_at: BTreeMap<String, Timestamp> = BTreeMap::new();
         // Count keys ([STAGE_COUNT, stage] or [LEVEL_COUNT, level]) → change in this batch.
         let mut counts: BTreeMap<[u8; 2], i64> = BTreeMap::new();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
@@ -604,25 +606,26 @@ impl View {
                     (o.facets.risk_level, o.facets.stage)
                 });
                 if (level, stage) != (header.facets.risk_level, header.facets.stage) {
-                    let change = Change {
-                        seq,
-                        customer_id: p.customer_id.clone(),
-                        at: p.assessed_at,
-                        risk: (level, header.facets.risk_level),
-                        stage: (stage, header.facets.stage),
-                        risk_score: p.risk_score,
-                        value_at_risk: p.value_at_risk,
-                        reasons: p.reasons.clone(),
+                    let since = match (&old, pending_at.get(m.customer_id)) {
+                        (None, _) => None,
+                        (Some(_), Some(at)) => Some(*at),
+                        (Some(o), None) if o.facets.stage != header.facets.stage => {
+                            self.get(m.customer_id)?.map(|p| p.assessed_at)
+                        }
+                        (Some(_), None) => None,
                     };
-                    batch.insert(
-                        compose(&[&[CHANGE], &seq.to_be_bytes()]),
-                        serde_json::to_vec(&change).expect("a change serializes"),
-                    );
-                    seq += 1;
+                    for change in changes_between(p, level, stage, since) {
+                        let change = Change { seq, ..change };
+                        batch.insert(
+                            compose(&[&[CHANGE], &seq.to_be_bytes()]),
+                            serde_json::to_vec(&change).expect("a change serializes"),
+                        );
+                        seq += 1;
+                    }
                 }
             }
             match new {
-                Some((header, json, _)) => {
+                Some((header, json, p)) => {
                     let facets = facets_bytes(&header.facets);
                     for k in header.index_keys(m.customer_id) {
                         batch.insert(k, &facets);
@@ -635,6 +638,7 @@ impl View {
                         .entry([LEVEL_COUNT, level_byte(header.facets.risk_level)])
                         .or_default() += 1;
                     pending.insert(m.customer_id.to_owned(), Some(header));
+                    pending_at.insert(m.customer_id.to_owned(), p.assessed_at);
                     applied.written += 1;
                 }
                 None => {
@@ -919,6 +923,72 @@ impl View {
     }
 }
 
+/// Returns the changes from a customer's previous (risk level, stage) to its profile `p`, in
+/// order: one per stage move, when the profile's stage history chains them from the previous
+/// stage (several moves can fall in one of scoring's batches, which publishes one profile), the
+/// last carrying the risk level's change too; one change otherwise. Moves are only taken from
+/// after `since`, when the previous profile was assessed. `seq` is left 0.
+fn changes_between(
+    p: &Profile,
+    level: RiskLevel,
+    stage: Stage,
+    since: Option<Timestamp>,
+) -> Vec<Change> {
+    let change = |at, risk, stage, value_at_risk| Change {
+        seq: 0,
+        customer_id: p.customer_id.clone(),
+        at,
+        risk,
+        stage,
+        risk_score: p.risk_score,
+        value_at_risk,
+        reasons: p.reasons.clone(),
+    };
+    let merged = || {
+        vec![change(
+            p.assessed_at,
+            (level, p.risk_level),
+            (stage, p.stage),
+            p.value_at_risk,
+        )]
+    };
+    if stage == p.stage {
+        return merged();
+    }
+    // The newest moves that lead from `stage` to the profile's stage, each from where the one
+    // before it went.
+    let history = &p.stage_history;
+    let Some(start) = history.iter().rposition(|m| m.from == stage) else {
+        return merged();
+    };
+    let steps = &history[start..];
+    let chained = steps.windows(2).all(|w| w[0].to == w[1].from)
+        && steps.last().is_some_and(|m| m.to == p.stage)
+        && steps.iter().all(|m| since.is_none_or(|s| m.at > s));
+    if !chained {
+        return merged();
+    }
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let last = i + 1 == steps.len();
+            let risk = (level, if last { p.risk_level } else { level });
+            let value = if last {
+                p.value_at_risk
+            } else {
+                m.value_at_risk
+            };
+            change(
+                if last { p.assessed_at.max(m.at) } else { m.at },
+                risk,
+                (m.from, m.to),
+                value,
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1194,6 +1264,83 @@ mod tests {
         assert_eq!((view.epoch(), view.next_change()), (epoch, 5));
         let (_other_dir, other) = open();
         assert_ne!(other.epoch(), epoch);
+    }
+
+    #[test]
+    fn stage_moves_published_in_one_profile_are_logged_one_step_each() {
+        use churnwatch_core::output::StageMove;
+        let (_dir, view) = open();
+        let mv = |day: i64, from, to| StageMove {
+            at: Timestamp(1_700_000_000 + day * 86_400),
+            from,
+            to,
+            value_at_risk: day,
+            retained_12m: 0,
+            lifetime_value: 0,
+        };
+        let mut first = profile("c", 1, [1, 0, 0, 0], 0.1, 1, 1);
+        first.assessed_at = Timestamp(1_700_000_000);
+        first.stage_history = vec![mv(0, Stage::Prospect, Stage::FirstTime)];
+        // One batch of scoring's moved the customer twice, then its risk to high.
+        let mut later = profile("c", 2, [3, 2, 0, 0], 0.6, 9, 1);
+        later.assessed_at = Timestamp(1_700_000_000 + 30 * 86_400);
+        later.stage_history = vec![
+            mv(0, Stage::Prospect, Stage::FirstTime),
+            mv(20, Stage::FirstTime, Stage::EarlyRepeat),
+            mv(30, Stage::EarlyRepeat, Stage::Core),
+        ];
+        apply_all(&view, 0, 0, &[first, later.clone()]);
+        let log = view.changes(0, 10).unwrap();
+        let steps: Vec<_> = log.iter().map(|c| (c.stage, c.risk, c.at)).collect();
+        assert_eq!(
+            steps,
+            [
+                (
+                    (Stage::Prospect, Stage::FirstTime),
+                    (RiskLevel::Low, RiskLevel::Low),
+                    Timestamp(1_700_000_000)
+                ),
+                (
+                    (Stage::FirstTime, Stage::EarlyRepeat),
+                    (RiskLevel::Low, RiskLevel::Low),
+                    Timestamp(1_700_000_000 + 20 * 86_400)
+                ),
+                (
+                    (Stage::EarlyRepeat, Stage::Core),
+                    (RiskLevel::Low, RiskLevel::High),
+                    Timestamp(1_700_000_000 + 30 * 86_400)
+                ),
+            ]
+        );
+        assert_eq!(
+            log[1].value_at_risk, 20,
+            "the value at risk of the move itself"
+        );
+        // A move undone by a correction leaves the history: the stage goes back without a
+        // chain of new moves, and the old moves are not logged again.
+        let mut lost = later.clone();
+        lost.version = 3;
+        lost.stage = Stage::Lost;
+        lost.assessed_at = Timestamp(1_700_000_000 + 300 * 86_400);
+        lost.stage_history.push(mv(300, Stage::Core, Stage::Lost));
+        let mut corrected = later;
+        corrected.version = 4;
+        corrected.assessed_at = Timestamp(1_700_000_000 + 301 * 86_400);
+        // An old reactivation chains from lost to core too, but long before.
+        corrected.stage_history = vec![
+            mv(0, Stage::Prospect, Stage::FirstTime),
+            mv(10, Stage::FirstTime, Stage::Lost),
+            mv(15, Stage::Lost, Stage::EarlyRepeat),
+            mv(30, Stage::EarlyRepeat, Stage::Core),
+        ];
+        apply_all(&view, 0, 2, &[lost, corrected]);
+        let log = view.changes(3, 10).unwrap();
+        let steps: Vec<_> = log.iter().map(|c| c.stage).collect();
+        assert_eq!(
+            steps,
+            [(Stage::Core, Stage::Lost), (Stage::Lost, Stage::Core)],
+            "{log:?}"
+        );
     }
 
     fn arb_profiles() -> impl Strategy<Value = Vec<Profile>> {
