@@ -1099,8 +1099,25 @@ fn the_query_service_serves_what_scoring_computed_once_caught_up_and_rebuilds_an
             - m["lost"].as_i64().unwrap();
         assert_eq!(m["net"].as_i64(), Some(net), "{m}");
     }
+    // Per segment: every customer active at the start counted once per dimension.
+    let segments = report["segments"].as_array().unwrap();
+    for dimension in ["acquisition_source", "first_channel", "value_tier"] {
+        let active: u64 = segments
+            .iter()
+            .filter(|g| g["dimension"] == dimension)
+            .map(|g| g["active_at_start"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            active,
+            report["active_at_start"].as_u64().unwrap(),
+            "{dimension}: {report}"
+        );
+    }
     let (ok, text) = ask(&addr, &["retention", "--months", "24"]);
-    assert!(ok && text.contains("Customer flow by month"), "{text}");
+    assert!(
+        ok && text.contains("Customer flow by month") && text.contains("Churn by segment"),
+        "{text}"
+    );
     let (ok, report) = ask(&addr, &["campaigns"]);
     assert!(ok && report.contains("(at risk, not targeted)"), "{report}");
     // The change stream from the oldest change kept: high-risk moves with their reasons.

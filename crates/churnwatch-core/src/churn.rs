@@ -866,34 +866,14 @@ mod tests {
 
     #[test]
     fn a_horizon_splits_into_steps_of_about_a_month() {
-        assert_eq!(
-            Steps::of(90.0),
-            Steps {
-                count: 3,
-                days: 30.0
-            }
-        );
-        assert_eq!(
-            Steps::of(14.0),
-            Steps {
-                count: 1,
-                days: 14.0
-            }
-        );
-        assert_eq!(
-            Steps::of(44.0),
-            Steps {
-                count: 1,
-                days: 44.0
-            }
-        );
-        assert_eq!(
-            Steps::of(46.0),
-            Steps {
-                count: 2,
-                days: 23.0
-            }
-        );
+        for (horizon, count, days) in [
+            (90.0, 3, 30.0),
+            (14.0, 1, 14.0),
+            (44.0, 1, 44.0),
+            (46.0, 2, 23.0),
+        ] {
+            assert_eq!(Steps::of(horizon), Steps { count, days }, "{horizon} days");
+        }
         let year = Steps::of(365.0);
         assert_eq!(year.count, 12);
         assert!((year.days * 12.0 - 365.0).abs() < 1e-9);

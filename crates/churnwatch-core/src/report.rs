@@ -138,6 +138,24 @@ pub struct RetentionReport {
     pub retention_rate: Option<f64>,
     /// The flow of customers in every calendar month the window touches, oldest first.
     pub months: Vec<MonthFlow>,
+    /// Retention per segment (acquisition source, first order channel, value tier now),
+    /// ordered by dimension then value.
+    pub segments: Vec<SegmentRetention>,
+}
+
+/// Retention over the window among the customers of one segment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SegmentRetention {
+    /// What the segment is cut by: `acquisition_source`, `first_channel` or `value_tier`.
+    pub dimension: &'static str,
+    /// The segment's value ("(none)" when the customer's profile has none).
+    pub value: String,
+    /// Its customers active at the window's start.
+    pub active_at_start: u64,
+    /// Of those, the ones lost at the window's end.
+    pub lost: u64,
+    /// `lost / active_at_start`.
+    pub churn_rate: f64,
 }
 
 /// The flow of customers in one calendar month (the part of it inside the report's window).
@@ -187,6 +205,8 @@ impl MonthFlow {
 pub struct RetentionAccumulator {
     report: RetentionReport,
     months: BTreeMap<MonthIndex, MonthFlow>,
+    /// (dimension, value) → (active at the start, lost by the end).
+    segments: BTreeMap<(&'static str, String), (u64, u64)>,
 }
 
 impl RetentionAccumulator {
@@ -204,8 +224,10 @@ impl RetentionAccumulator {
                 retained: 0,
                 retention_rate: None,
                 months: Vec::new(),
+                segments: Vec::new(),
             },
             months: BTreeMap::new(),
+            segments: BTreeMap::new(),
         }
     }
 
@@ -259,8 +281,25 @@ impl RetentionAccumulator {
         if active(stage_at(p, w.start)) {
             r.active_at_start += 1;
             // The end is exclusive: the stage just before it.
-            if stage_at(p, w.end.plus(-1)) != Some(Stage::Lost) {
+            let retained = stage_at(p, w.end.plus(-1)) != Some(Stage::Lost);
+            if retained {
                 r.retained += 1;
+            }
+            let none = || "(none)".to_owned();
+            for key in [
+                (
+                    "acquisition_source",
+                    p.acquisition_source.clone().unwrap_or_else(none),
+                ),
+                (
+                    "first_channel",
+                    p.first_channel.clone().unwrap_or_else(none),
+                ),
+                ("value_tier", p.value_tier.to_string()),
+            ] {
+                let (active, lost) = self.segments.entry(key).or_default();
+                *active += 1;
+                *lost += u64::from(!retained);
             }
         }
     }
@@ -270,6 +309,16 @@ impl RetentionAccumulator {
         let r = &mut self.report;
         r.retention_rate =
             (r.active_at_start > 0).then(|| r.retained as f64 / r.active_at_start as f64);
+        r.segments = std::mem::take(&mut self.segments)
+            .into_iter()
+            .map(|((dimension, value), (active, lost))| SegmentRetention {
+                dimension,
+                value,
+                active_at_start: active,
+                lost,
+                churn_rate: lost as f64 / active as f64,
+            })
+            .collect();
         if r.window.end > r.window.start {
             let (first, last) = (r.window.start.month(), r.window.end.plus(-1).month());
             let mut m = first;
@@ -582,6 +631,26 @@ pub(crate) mod tests {
         assert_eq!(r.customers_reactivated, 1, "{r:?}");
         assert_eq!((r.active_at_start, r.retained), (2, 1), "{r:?}");
         assert_eq!(r.retention_rate, Some(0.5));
+        // Per segment: the two active at the start share a channel (none), so one of two left.
+        let channel: Vec<_> = r
+            .segments
+            .iter()
+            .filter(|s| s.dimension == "first_channel")
+            .map(|s| (s.value.as_str(), s.active_at_start, s.lost))
+            .collect();
+        assert_eq!(channel, [("(none)", 2, 1)], "{:?}", r.segments);
+        let tiers: u64 = r
+            .segments
+            .iter()
+            .filter(|s| s.dimension == "value_tier")
+            .map(|s| s.active_at_start)
+            .sum();
+        assert_eq!(tiers, r.active_at_start);
+        assert!(
+            r.segments
+                .iter()
+                .all(|s| s.churn_rate == s.lost as f64 / s.active_at_start as f64)
+        );
         // Month by month: every month the window touches, the moves in the month they fell.
         assert_eq!(r.months.len(), 13, "2024-12 (from day 365) to 2025-12");
         assert_eq!(r.months[0].month, "2024-12");

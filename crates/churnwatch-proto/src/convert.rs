@@ -226,6 +226,17 @@ pub fn retention_report_to_proto(r: &RetentionReport) -> v1::GetRetentionReportR
                 acquired_value_minor: m.acquired_value,
             })
             .collect(),
+        segments: r
+            .segments
+            .iter()
+            .map(|g| v1::SegmentRetention {
+                dimension: g.dimension.to_owned(),
+                value: g.value.clone(),
+                active_at_start: g.active_at_start,
+                lost: g.lost,
+                churn_rate: g.churn_rate,
+            })
+            .collect(),
     }
 }
 

@@ -303,6 +303,13 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
                                 "lost_lifetime_value_minor": m.lost_lifetime_value_minor,
                                 "acquired_value_minor": m.acquired_value_minor,
                             })).collect::<Vec<_>>(),
+                            "segments": r.segments.iter().map(|g| json!({
+                                "dimension": g.dimension,
+                                "value": g.value,
+                                "active_at_start": g.active_at_start,
+                                "lost": g.lost,
+                                "churn_rate": g.churn_rate,
+                            })).collect::<Vec<_>>(),
                         })
                     );
                 } else {
@@ -323,6 +330,7 @@ pub fn run(args: &QueryArgs, shutdown: &churnwatch_runtime::CancellationToken) -
                         r.active_at_start
                     );
                     out!("{}", flow_table(&r.months));
+                    out!("{}", segment_table(&r.segments));
                 }
             }
             QueryCommand::Profitability { divest } => {
@@ -923,6 +931,25 @@ fn flow_table(months: &[v1::MonthFlow]) -> String {
         ]);
     }
     format!("Customer flow by month:\n{table}\n")
+}
+
+/// Churn per segment of a retention report: the share of each segment's customers active at
+/// the window's start who were lost by its end.
+fn segment_table(segments: &[v1::SegmentRetention]) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["segment", "value", "active at start", "lost", "churn rate"]);
+    for g in segments {
+        let right = |v: String| Cell::new(v).set_alignment(CellAlignment::Right);
+        table.add_row([
+            Cell::new(&g.dimension),
+            Cell::new(&g.value),
+            right(g.active_at_start.to_string()),
+            right(g.lost.to_string()),
+            right(format!("{:.1}%", 100.0 * g.churn_rate)),
+        ]);
+    }
+    format!("Churn by segment (customers active at the start, lost by the end):\n{table}\n")
 }
 
 #[cfg(test)]
