@@ -1058,6 +1058,31 @@ fn the_query_service_serves_what_scoring_computed_once_caught_up_and_rebuilds_an
     );
     let (ok, _) = ask(&addr, &["customer", "no-such-customer"]);
     assert!(!ok, "an unknown customer is an error");
+    // A customer's lifetime margin, cost by cost, as scoring's state holds the totals.
+    let buyer = want.values().find(|s| s.totals.orders > 1).unwrap();
+    let (ok, json) = ask(&addr, &["--json", "customer", &buyer.customer_id]);
+    assert!(ok, "{json}");
+    let b = &serde_json::from_str::<serde_json::Value>(&json).unwrap()["margin_breakdown"];
+    let field = |k: &str| b[k].as_i64().unwrap();
+    assert_eq!(field("revenue_minor"), buyer.totals.revenue, "{b}");
+    assert_eq!(field("discounts_minor"), buyer.totals.discounts, "{b}");
+    assert_eq!(field("refunds_minor"), buyer.totals.refunds, "{b}");
+    assert_eq!(
+        field("cost_of_goods_minor"),
+        buyer.totals.cost_of_goods,
+        "{b}"
+    );
+    assert_eq!(
+        field("margin_minor"),
+        field("revenue_minor")
+            - field("discounts_minor")
+            - field("refunds_minor")
+            - field("cost_of_goods_minor")
+            - field("service_minor"),
+        "{b}"
+    );
+    let (ok, text) = ask(&addr, &["customer", &buyer.customer_id]);
+    assert!(ok && text.contains("lifetime margin"), "{text}");
     // The reports: every customer who ordered is in a tier; nobody is lost twice.
     let (ok, report) = ask(&addr, &["--json", "profitability"]);
     assert!(ok, "{report}");

@@ -94,6 +94,8 @@ pub struct Assessment {
     pub days_since_last_order: Option<f64>,
     /// Typical days between orders.
     pub typical_interval_days: Option<f64>,
+    /// What the lifetime margin is made of.
+    pub margin_breakdown: profit::MarginBreakdown,
 }
 
 /// What `record` changed.
@@ -368,6 +370,7 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
         divest: profit::is_divest_candidate(margin_12m, last12.contacts, last12.orders, t),
         days_since_last_order,
         typical_interval_days: typical,
+        margin_breakdown: profit::MarginBreakdown::of(totals, t),
     }
 }
 

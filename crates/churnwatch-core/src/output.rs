@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::assess::{Assessment, Changes};
-use crate::profit::ValueTier;
+use crate::profit::{MarginBreakdown, ValueTier};
 use crate::risk::RiskLevel;
 use crate::signals::Signal;
 use crate::stage::{Stage, Transition, TransitionReason};
@@ -153,6 +153,10 @@ pub struct Profile {
     /// Stage changes over the last 25 months, oldest first.
     #[serde(default)]
     pub stage_history: Vec<StageMove>,
+    /// What the lifetime margin is made of: revenue, discounts, refunds, cost of goods and
+    /// service.
+    #[serde(default)]
+    pub margin_breakdown: MarginBreakdown,
 }
 
 /// A retention action, as published in a profile.
@@ -340,6 +344,7 @@ pub fn profile(state: &CustomerState, a: &Assessment) -> Profile {
                 lifetime_value: c.lifetime_value,
             })
             .collect(),
+        margin_breakdown: a.margin_breakdown,
     }
 }
 

@@ -23,6 +23,45 @@ pub fn margin(
         .saturating_sub(i64::from(contacts).saturating_mul(cost_per_contact))
 }
 
+/// What a customer's lifetime margin is made of, minor units of the reporting currency: the
+/// revenue, and each cost taken from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MarginBreakdown {
+    /// Revenue before discounts.
+    pub revenue: i64,
+    /// Discounts granted.
+    pub discounts: i64,
+    /// Money refunded.
+    pub refunds: i64,
+    /// Cost of goods sold, where the shop sent it.
+    pub cost_of_goods: i64,
+    /// Support contacts at `cost_per_contact` each.
+    pub service: i64,
+    /// What is left: revenue − discounts − refunds − cost of goods − service.
+    pub margin: i64,
+}
+
+impl MarginBreakdown {
+    /// Returns the lifetime breakdown of a customer's totals.
+    pub fn of(totals: &crate::state::Totals, t: &Thresholds) -> Self {
+        Self {
+            revenue: totals.revenue,
+            discounts: totals.discounts,
+            refunds: totals.refunds,
+            cost_of_goods: totals.cost_of_goods,
+            service: i64::from(totals.support_contacts).saturating_mul(t.cost_per_contact),
+            margin: margin(
+                totals.revenue,
+                totals.cost_of_goods,
+                totals.discounts,
+                totals.refunds,
+                totals.support_contacts,
+                t.cost_per_contact,
+            ),
+        }
+    }
+}
+
 /// A customer's value tier by 12-month margin.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
@@ -132,6 +171,30 @@ mod tests {
     fn margin_subtracts_every_cost() {
         assert_eq!(margin(10_000, 4_000, 1_000, 500, 3, 500), 3_000);
         assert_eq!(margin(1_000, 800, 0, 0, 4, 500), -1_800);
+        let totals = crate::state::Totals {
+            revenue: 10_000,
+            discounts: 1_000,
+            cost_of_goods: 4_000,
+            refunds: 500,
+            support_contacts: 3,
+            ..Default::default()
+        };
+        let b = MarginBreakdown::of(&totals, &Thresholds::default());
+        assert_eq!(
+            (
+                b.revenue,
+                b.discounts,
+                b.refunds,
+                b.cost_of_goods,
+                b.service
+            ),
+            (10_000, 1_000, 500, 4_000, 1_500)
+        );
+        assert_eq!(b.margin, 3_000);
+        assert_eq!(
+            b.margin,
+            b.revenue - b.discounts - b.refunds - b.cost_of_goods - b.service
+        );
     }
 
     #[test]

@@ -158,6 +158,14 @@ pub fn profile_to_proto(p: &Profile) -> v1::CustomerProfile {
         retention_actions: p.retention_actions.iter().map(retention).collect(),
         risk_episode: p.risk_episodes.last().map(risk_episode),
         risk_episodes: p.risk_episodes.iter().map(risk_episode).collect(),
+        margin_breakdown: Some(v1::MarginBreakdown {
+            revenue_minor: p.margin_breakdown.revenue,
+            discounts_minor: p.margin_breakdown.discounts,
+            refunds_minor: p.margin_breakdown.refunds,
+            cost_of_goods_minor: p.margin_breakdown.cost_of_goods,
+            service_minor: p.margin_breakdown.service,
+            margin_minor: p.margin_breakdown.margin,
+        }),
         stage_history: p
             .stage_history
             .iter()

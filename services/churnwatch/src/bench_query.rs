@@ -120,6 +120,7 @@ fn synthetic_profile(i: u64, mix: &mut Mix) -> Profile {
         retention_actions: vec![],
         risk_episodes: Vec::new(),
         stage_history: vec![],
+        margin_breakdown: Default::default(),
     }
 }
 

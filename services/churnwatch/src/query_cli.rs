@@ -806,6 +806,14 @@ fn profile_json(p: &v1::CustomerProfile) -> serde_json::Value {
             "campaign": r.campaign,
             "level_at_action": level_name(r.level_at_action()),
         })),
+        "margin_breakdown": p.margin_breakdown.as_ref().map(|b| json!({
+            "revenue_minor": b.revenue_minor,
+            "discounts_minor": b.discounts_minor,
+            "refunds_minor": b.refunds_minor,
+            "cost_of_goods_minor": b.cost_of_goods_minor,
+            "service_minor": b.service_minor,
+            "margin_minor": b.margin_minor,
+        })),
     })
 }
 
@@ -832,6 +840,20 @@ fn customer_text(p: &v1::CustomerProfile) -> String {
         ("value at risk", money(p.value_at_risk_minor)),
         ("12-month CLV", money(p.clv_12m_minor)),
         ("12-month margin", money(p.margin_12m_minor)),
+        (
+            "lifetime margin",
+            p.margin_breakdown.as_ref().map_or("-".into(), |b| {
+                format!(
+                    "{} = revenue {} - discounts {} - refunds {} - cost of goods {} - service {}",
+                    money(b.margin_minor),
+                    money(b.revenue_minor),
+                    money(b.discounts_minor),
+                    money(b.refunds_minor),
+                    money(b.cost_of_goods_minor),
+                    money(b.service_minor)
+                )
+            }),
+        ),
         (
             "value tier",
             format!(

@@ -26,16 +26,15 @@ pub(crate) use {out, outln};
 
 /// Writes `args` (and a newline) to standard output and flushes it; see [`outln!`].
 pub(crate) fn write(args: fmt::Arguments<'_>, newline: bool) {
+    // One write of the whole line, so a reader tailing the output never sees half of one
+    // (a line and its newline written apart reach the file in two writes).
+    let mut text = args.to_string();
+    if newline {
+        text.push('\n');
+    }
     let mut stdout = io::stdout().lock();
     let written = stdout
-        .write_fmt(args)
-        .and_then(|()| {
-            if newline {
-                stdout.write_all(b"\n")
-            } else {
-                Ok(())
-            }
-        })
+        .write_all(text.as_bytes())
         .and_then(|()| stdout.flush());
     if let Err(e) = written {
         end_unless_broken_pipe(&e);

@@ -1037,6 +1037,7 @@ mod tests {
             retention_actions: vec![],
             risk_episodes: Vec::new(),
             stage_history: vec![],
+            margin_breakdown: Default::default(),
         }
     }
 
