@@ -298,7 +298,6 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
     // and a defector recovers, only once that has lasted `stage_confirm_days`.
     let confirm = confirm_secs(t);
     let side_since = risk_side_since(state, risk_level, now);
-    let side_held = side_since.is_none_or(|s| now.since(s) >= confirm);
     let facts = StageFacts {
         orders: totals.orders,
         orders_12m: last12.orders,
@@ -309,8 +308,7 @@ pub fn evaluate(state: &CustomerState, now: Timestamp, model: &Model) -> Assessm
                 .zip(state.stage_since)
                 .is_some_and(|(l, since)| l > since),
         risk: risk_level,
-        defection_confirmed: risk_level >= RiskLevel::High && side_held,
-        recovery_confirmed: risk_level < RiskLevel::High && side_held,
+        risk_held: side_since.is_none_or(|s| now.since(s) >= confirm),
         core_min_orders_12m: t.core_min_orders_12m,
     };
     let transition = stage::next_stage(state.stage, &facts);
@@ -546,16 +544,10 @@ pub fn next_evaluation_at(
         }
     }
     // A core customer's defection, or a defector's recovery, is due once its risk has held.
-    let confirm = confirm_secs(t);
-    let spell = state.risk_episodes.last();
-    match state.stage {
-        Stage::Core if state.risk_level >= RiskLevel::High => {
-            candidates.extend(spell.map(|e| e.since.plus(confirm)));
-        }
-        Stage::CoreDefector if state.risk_level < RiskLevel::High => {
-            candidates.extend(spell.and_then(|e| e.left_risk_at).map(|l| l.plus(confirm)));
-        }
-        _ => {}
+    let high = state.risk_level >= RiskLevel::High;
+    if (state.stage == Stage::Core && high) || (state.stage == Stage::CoreDefector && !high) {
+        let since = risk_side_since(state, state.risk_level, now);
+        candidates.extend(since.map(|s| s.plus(confirm_secs(t))));
     }
     let soonest = candidates.into_iter().filter(|c| *c > now).min();
     let cap = now.plus(MAX_EVALUATION_GAP_SECS);

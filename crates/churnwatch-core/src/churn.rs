@@ -166,10 +166,20 @@ pub fn features(
     bgnbd: &BgNbdParams,
     t: &Thresholds,
 ) -> Option<Features> {
-    let s = crate::assess::rfm_summary(state, now, t)?;
-    let typical = signals::typical_interval_days(state, t);
+    let (s, typical) = history(state, now, t)?;
     let step = Steps::of(t.risk_horizon_days);
     Some(features_given(state, now, s, typical, bgnbd, t, step.days))
+}
+
+/// Returns what every step's features start from: the RFM summary at `now` and the typical
+/// interval; `None` for a customer without orders.
+fn history(
+    state: &CustomerState,
+    now: Timestamp,
+    t: &Thresholds,
+) -> Option<(RfmSummary, Option<f64>)> {
+    let s = crate::assess::rfm_summary(state, now, t)?;
+    Some((s, signals::typical_interval_days(state, t)))
 }
 
 /// Returns the model inputs at the start of every step of the configured risk horizon, the
@@ -180,8 +190,7 @@ pub fn path(
     bgnbd: &BgNbdParams,
     t: &Thresholds,
 ) -> Option<Vec<Features>> {
-    let s = crate::assess::rfm_summary(state, now, t)?;
-    let typical = signals::typical_interval_days(state, t);
+    let (s, typical) = history(state, now, t)?;
     Some(path_given(state, now, s, typical, bgnbd, t))
 }
 
@@ -696,8 +705,7 @@ impl TrainingSet {
             .rows
             .iter()
             .filter_map(|r| {
-                let s = crate::assess::rfm_summary(&r.state, r.at, t)?;
-                let typical = signals::typical_interval_days(&r.state, t);
+                let (s, typical) = history(&r.state, r.at, t)?;
                 let f = features_given(&r.state, r.at, s, typical, bgnbd, t, self.step.days);
                 Some((f.values, r.silent))
             })

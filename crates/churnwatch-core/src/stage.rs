@@ -122,12 +122,10 @@ pub struct StageFacts {
     pub ordered_since_lost: bool,
     /// The current risk level.
     pub risk: RiskLevel,
-    /// Whether the risk has been high or critical for `stage_confirm_days`: what makes a core
-    /// customer a core defector.
-    pub defection_confirmed: bool,
-    /// Whether the risk has been below high for `stage_confirm_days` (or never was high): what
-    /// makes a core defector core again.
-    pub recovery_confirmed: bool,
+    /// Whether the risk has stood on its side of the high boundary for `stage_confirm_days`
+    /// (below high counts from the start when it never was high): what makes a core customer
+    /// at high risk a core defector, and a core defector below high core again.
+    pub risk_held: bool,
     /// Orders in the last 12 months that make a customer core.
     pub core_min_orders_12m: u32,
 }
@@ -169,11 +167,11 @@ pub fn next_stage(current: Stage, f: &StageFacts) -> Option<Transition> {
         }
         Stage::Lost => None,
         _ if f.silent_past_lost => go(Stage::Lost, TransitionReason::WentSilent),
-        Stage::Core if f.risk >= RiskLevel::High && f.defection_confirmed => {
+        Stage::Core if f.risk >= RiskLevel::High && f.risk_held => {
             go(Stage::CoreDefector, TransitionReason::Defecting)
         }
         Stage::Core => None,
-        Stage::CoreDefector if f.risk < RiskLevel::High && f.recovery_confirmed => {
+        Stage::CoreDefector if f.risk < RiskLevel::High && f.risk_held => {
             go(Stage::Core, TransitionReason::Recovered)
         }
         Stage::CoreDefector => None,
@@ -209,16 +207,14 @@ mod tests {
             silent_past_lost: silent,
             ordered_since_lost,
             risk,
-            defection_confirmed: true,
-            recovery_confirmed: true,
+            risk_held: true,
             core_min_orders_12m: 4,
         }
     }
 
     fn unconfirmed(f: StageFacts) -> StageFacts {
         StageFacts {
-            defection_confirmed: false,
-            recovery_confirmed: false,
+            risk_held: false,
             ..f
         }
     }
